@@ -1,0 +1,320 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// SessionMode is how a DB honours sessions; see WithSessionMode.
+type SessionMode struct {
+	kind    sessionKind
+	window  time.Duration // time mode
+	maxWait time.Duration // causal mode
+}
+
+type sessionKind uint8
+
+const (
+	sessionNone sessionKind = iota
+	sessionTime
+	sessionCausal
+)
+
+// SessionTime makes a session's reads go to the primary for window after its
+// last write, then to replicas again (what Rails does, with 2 s). It needs no
+// WAL positions, so it works with any dialect. window must be > 0; see
+// DefaultSessionWindow.
+func SessionTime(window time.Duration) SessionMode {
+	return SessionMode{kind: sessionTime, window: window}
+}
+
+// SessionCausal makes a session remember the primary's WAL insert position
+// after each of its writes; its reads go only to replicas that have replayed
+// at least that far, else to the primary. With maxWait 0 the replicas'
+// positions known from the last probes decide; with maxWait > 0 a read asks
+// the replicas for their position and waits up to maxWait for one to catch
+// up before using the primary. PostgreSQL dialect only: with Generic() it
+// acts as SessionTime(DefaultSessionWindow). It is the default, with maxWait
+// 0.
+func SessionCausal(maxWait time.Duration) SessionMode {
+	return SessionMode{kind: sessionCausal, maxWait: maxWait}
+}
+
+func (m SessionMode) validate(c *config) {
+	switch {
+	case m.kind == sessionTime && m.window <= 0:
+		c.fail("SessionTime(%v): window must be > 0", m.window)
+	case m.kind == sessionCausal && m.maxWait < 0:
+		c.fail("SessionCausal(%v): maxWait must be >= 0", m.maxWait)
+	}
+}
+
+// A Session is a sequence of statements that must read its own writes: a
+// user's requests, say. Carry it in the context with WithSession. After a
+// write made under it (ExecContext, a write query, a read-write transaction),
+// its reads avoid replicas that have not caught up; see WithSessionMode. A
+// Session is safe for concurrent use, and may be used with several DBs over
+// the same cluster.
+type Session struct {
+	mu        sync.Mutex // protects following fields
+	lsn       uint64     // the WAL position its reads must see
+	lastWrite time.Time  // when it last wrote; zero: never
+	pending   []pendingTx
+}
+
+// pendingTx is a read-write transaction begun under a session. database/sql
+// shows no commit, so the session learns the primary's WAL position at its
+// next read or Token after the transaction ended.
+type pendingTx struct {
+	db *DB
+	tx *sql.Tx
+}
+
+// NewSession returns an empty session: its first reads may go to any replica.
+func NewSession() *Session { return &Session{} }
+
+type sessionKey struct{}
+
+// WithSession returns a context that carries s: statements under it read
+// their own writes.
+func WithSession(ctx context.Context, s *Session) context.Context {
+	return context.WithValue(ctx, sessionKey{}, s)
+}
+
+func sessionFrom(ctx context.Context) *Session {
+	s, _ := ctx.Value(sessionKey{}).(*Session)
+	return s
+}
+
+const tokenVersion = "v1"
+
+// Token returns the session's position as a short opaque string, for a
+// cookie or a header; ResumeSession turns it back into a session, in this
+// process or another.
+func (s *Session) Token() string {
+	s.resolvePending(context.Background())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ms int64
+	if !s.lastWrite.IsZero() {
+		ms = s.lastWrite.UnixMilli()
+	}
+	return tokenVersion + "." + strconv.FormatUint(s.lsn, 16) + "." + strconv.FormatInt(ms, 16)
+}
+
+// ResumeSession returns a session at the position a Token encoded. A token
+// it cannot parse gives an error for which errors.Is(err, ErrInvalidToken).
+func ResumeSession(token string) (*Session, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 || parts[0] != tokenVersion || len(token) > 64 {
+		return nil, fmt.Errorf("%w: %.40q", ErrInvalidToken, token)
+	}
+	lsn, err1 := strconv.ParseUint(parts[1], 16, 64)
+	ms, err2 := strconv.ParseInt(parts[2], 16, 64)
+	if err1 != nil || err2 != nil || ms < 0 {
+		return nil, fmt.Errorf("%w: %.40q", ErrInvalidToken, token)
+	}
+	s := &Session{lsn: lsn}
+	if ms > 0 {
+		s.lastWrite = time.UnixMilli(ms)
+	}
+	return s, nil
+}
+
+func (s *Session) advance(lsn uint64, at time.Time) {
+	s.mu.Lock()
+	s.lsn = max(s.lsn, lsn)
+	if at.After(s.lastWrite) {
+		s.lastWrite = at
+	}
+	s.mu.Unlock()
+}
+
+// resolvePending learns the primary's WAL position for the session's
+// transactions that ended since its last read: every commit that happened
+// before now is at or before it. Transactions still open stay pending (their
+// writes are not visible to anyone yet).
+func (s *Session) resolvePending(ctx context.Context) {
+	s.mu.Lock()
+	if len(s.pending) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	var done []pendingTx
+	open := s.pending[:0]
+	for _, p := range s.pending {
+		if txDone(p.tx) {
+			done = append(done, p)
+		} else {
+			open = append(open, p)
+		}
+	}
+	s.pending = open
+	s.mu.Unlock()
+	for _, p := range done {
+		p.db.resolveWrite(ctx, s)
+	}
+}
+
+// txDone reports whether tx was committed or rolled back, without touching
+// its connection: StmtContext fails at once with sql.ErrTxDone on an ended
+// transaction, and with another error (a statement of another database) on
+// an open one.
+func txDone(tx *sql.Tx) bool {
+	return tx.StmtContext(context.Background(), &sql.Stmt{}).Close() == sql.ErrTxDone
+}
+
+// resolveWrite records a write of s that ended by now: in causal mode, the
+// current primary's WAL insert position; in time mode, now.
+func (db *DB) resolveWrite(ctx context.Context, s *Session) {
+	now := db.cfg.clock.now()
+	if !db.causal() {
+		s.advance(0, now)
+		return
+	}
+	p, err := db.primaryNode(ctx)
+	if err == nil {
+		var lsn uint64
+		if lsn, err = currentLSN(ctx, p, db.cfg.probeTimeout); err == nil {
+			s.advance(lsn, now)
+			return
+		}
+	}
+	// Unknown position: make reads use the primary, by asking for a position
+	// no replica has replayed.
+	s.advance(^uint64(0), now)
+}
+
+func (db *DB) causal() bool {
+	return db.cfg.session.kind == sessionCausal && db.cfg.dialect.knowsRoles()
+}
+
+// currentLSN returns the WAL insert position of primary n.
+func currentLSN(ctx context.Context, n *node, timeout time.Duration) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var lsn string
+	if err := n.db.QueryRowContext(ctx, "SELECT (pg_current_wal_insert_lsn() - '0/0')::text").Scan(&lsn); err != nil {
+		return 0, nodeErr(n, "query", err)
+	}
+	return strconv.ParseUint(lsn, 10, 64)
+}
+
+// replayedLSN asks replica n for its replayed WAL position and caches it.
+func replayedLSN(ctx context.Context, n *node) (uint64, error) {
+	var lsn string
+	if err := n.db.QueryRowContext(ctx, "SELECT (COALESCE(pg_last_wal_replay_lsn(), '0/0') - '0/0')::text").Scan(&lsn); err != nil {
+		return 0, nodeErr(n, "query", err)
+	}
+	v, err := strconv.ParseUint(lsn, 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		old := n.replayed.Load()
+		if v <= old || n.replayed.CompareAndSwap(old, v) {
+			return v, nil
+		}
+	}
+}
+
+// noteWrite records a write of the session in ctx, if any, made on n.
+func (db *DB) noteWrite(ctx context.Context, n *node) {
+	s := sessionFrom(ctx)
+	if s == nil {
+		return
+	}
+	if !db.causal() {
+		s.advance(0, db.cfg.clock.now())
+		return
+	}
+	lsn, err := currentLSN(ctx, n, db.cfg.probeTimeout)
+	if err != nil {
+		lsn = ^uint64(0) // unknown: read from the primary
+	}
+	s.advance(lsn, db.cfg.clock.now())
+}
+
+// noteTx records a read-write transaction begun under the session in ctx.
+func (db *DB) noteTx(ctx context.Context, tx *sql.Tx) {
+	s := sessionFrom(ctx)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.pending = append(s.pending, pendingTx{db: db, tx: tx})
+	s.mu.Unlock()
+}
+
+// sessionReplicas returns the replicas of t that may serve a read of s, or
+// usePrimary when only the primary may.
+func (db *DB) sessionReplicas(ctx context.Context, s *Session, t *table) (replicas []*node, usePrimary bool) {
+	s.resolvePending(ctx)
+	s.mu.Lock()
+	need, last, pending := s.lsn, s.lastWrite, len(s.pending) > 0
+	s.mu.Unlock()
+	if pending {
+		// An open read-write transaction of this session may commit at any
+		// moment; until it ends, read where it writes.
+		return nil, true
+	}
+	if !db.causal() {
+		window := db.cfg.session.window
+		if window == 0 {
+			window = DefaultSessionWindow
+		}
+		if !last.IsZero() && db.cfg.clock.now().Sub(last) < window {
+			return nil, true
+		}
+		return t.replicas, false
+	}
+	if need == 0 {
+		return t.replicas, false
+	}
+	if caught := caughtUp(t.replicas, need); len(caught) > 0 {
+		return caught, false
+	}
+	if db.cfg.session.maxWait <= 0 || need == ^uint64(0) || len(t.replicas) == 0 {
+		return nil, true
+	}
+	return db.waitCaughtUp(ctx, t, need)
+}
+
+// caughtUp returns the replicas whose known replayed position is at least need.
+func caughtUp(replicas []*node, need uint64) []*node {
+	var out []*node
+	for _, n := range replicas {
+		if n.replayed.Load() >= need {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// waitCaughtUp asks the replicas for their replayed position until one has
+// reached need or SessionCausal's maxWait has passed.
+func (db *DB) waitCaughtUp(ctx context.Context, t *table, need uint64) ([]*node, bool) {
+	ctx, cancel := context.WithTimeout(ctx, db.cfg.session.maxWait)
+	defer cancel()
+	const poll = 5 * time.Millisecond
+	for {
+		for _, n := range t.replicas {
+			if _, err := replayedLSN(ctx, n); err != nil {
+				db.signal(n, err)
+			}
+		}
+		if caught := caughtUp(t.replicas, need); len(caught) > 0 {
+			return caught, false
+		}
+		select {
+		case <-ctx.Done():
+			return nil, true
+		case <-time.After(poll):
+		}
+	}
+}

@@ -1,0 +1,2 @@
+// Package dbrouter is a replication-aware router for database/sql.
+package dbrouter

@@ -1,0 +1,104 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+)
+
+var (
+	// ErrClosed is returned by every method of a DB, and of a Stmt prepared
+	// through it, once DB.Close has been called.
+	ErrClosed = errors.New("dbrouter: database is closed")
+
+	// ErrNoPrimary is returned by writes (ExecContext, BeginTx, Conn, a write
+	// through QueryContext) when no node is known to be the primary and none
+	// became known within the primary wait (WithPrimaryWait) or before the
+	// context ended.
+	ErrNoPrimary = errors.New("dbrouter: no primary available")
+
+	// ErrNoReplica is returned by reads when no replica is eligible (all are
+	// down, fenced or over the lag limit), replica fallback is off
+	// (WithReplicaFallback(false)), or a custom router demanded a replica.
+	ErrNoReplica = errors.New("dbrouter: no replica available")
+
+	// ErrInvalidToken is returned by ResumeSession for a token it cannot
+	// parse.
+	ErrInvalidToken = errors.New("dbrouter: invalid session token")
+)
+
+// NodeError is an error from one node. It names the node (host:port/dbname
+// or the name given with WithNames; never a password) and the operation, and
+// unwraps to the driver's error, so errors.Is and errors.As see through it.
+type NodeError struct {
+	Node string // the node's name
+	Op   string // "query", "exec", "begin", "prepare", "conn", "ping", "probe", "close", "promote"
+	Err  error
+}
+
+func (e *NodeError) Error() string {
+	return "dbrouter: " + e.Op + " on " + e.Node + ": " + e.Err.Error()
+}
+
+func (e *NodeError) Unwrap() error { return e.Err }
+
+func nodeErr(n *node, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &NodeError{Node: n.name, Op: op, Err: err}
+}
+
+// sqlStater is implemented by the error types of pgx (*pgconn.PgError) and
+// lib/pq (*pq.Error).
+type sqlStater interface{ SQLState() string }
+
+// sqlState returns the SQLSTATE of err, or "".
+func sqlState(err error) string {
+	var s sqlStater
+	if errors.As(err, &s) {
+		return s.SQLState()
+	}
+	return ""
+}
+
+const (
+	stateReadOnlyTx = "25006" // read_only_sql_transaction
+)
+
+// isReadOnlyError reports whether err says the server refused a write
+// because it is read-only (a hot standby).
+func isReadOnlyError(err error) bool { return sqlState(err) == stateReadOnlyTx }
+
+// isConnError reports whether err says the connection or the server failed,
+// rather than the statement: the passive signal that triggers a probe, and
+// the class of read error that is retried on another node.
+func isConnError(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// The caller's context ended; that says nothing about the node.
+		return false
+	}
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	switch s := sqlState(err); {
+	case strings.HasPrefix(s, "08"): // connection_exception
+		return true
+	case s == "57P01", s == "57P02", s == "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+		return true
+	}
+	return false
+}

@@ -1,0 +1,203 @@
+package dbrouter
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+)
+
+// maxSamples bounds the history of the primary's WAL position kept for
+// measuring replica lag in time.
+const maxSamples = 4096
+
+// rebuildLocked chooses the primary and the replicas eligible for reads from
+// the nodes' probed states, publishes a new routing table when that changed,
+// and returns the events to emit (after unlocking).
+//
+// The primary is the node that reports not being in recovery. When two do
+// (an old primary came back after a promotion) the higher timeline wins and
+// the other is fenced: no reads, no writes, until it reports being in
+// recovery. The highest timeline seen is remembered, so a fenced node stays
+// fenced even while the winner is down. Replicas on an older timeline than
+// the primary's (not re-pointed yet, or following a fenced node) serve no
+// reads.
+func (db *DB) rebuildLocked(now time.Time) []Event {
+	var events []Event
+	hs := &db.hs
+	roles := db.cfg.dialect.knowsRoles()
+
+	var primary *node
+	if roles {
+		for _, n := range db.nodes {
+			if n.h.up && n.h.role == RolePrimary && n.h.timeline > hs.maxTimeline {
+				hs.maxTimeline = n.h.timeline
+			}
+		}
+		for _, n := range db.nodes {
+			if !n.h.up || n.h.role != RolePrimary || n.h.timeline < hs.maxTimeline {
+				continue
+			}
+			if primary == nil || n == hs.primary {
+				primary = n
+			}
+		}
+	} else if n0 := db.nodes[0]; n0.h.up {
+		primary = n0
+	}
+
+	for _, n := range db.nodes {
+		fenced := roles && n.h.probed && n.h.up && n.h.role == RolePrimary && n != primary
+		if fenced != n.h.fenced {
+			n.h.fenced, n.h.since = fenced, now
+			kind := EventUnfenced
+			if fenced {
+				kind = EventFenced
+			}
+			events = append(events, db.event(kind, n, now, "", nil))
+		}
+	}
+
+	if primary != hs.primary {
+		prev := ""
+		if hs.primary != nil {
+			prev = hs.primary.name
+		}
+		if primary == nil {
+			hs.lostAt = now
+			events = append(events, db.event(EventNoPrimary, hs.primary, now, prev, nil))
+		} else {
+			events = append(events, db.event(EventPrimaryChanged, primary, now, prev, nil))
+		}
+		hs.primary = primary
+		hs.samples = hs.samples[:0]
+	}
+
+	var replicas []*node
+	for _, n := range db.nodes {
+		if n == primary {
+			n.h.eligible = false
+			continue
+		}
+		staleTL := roles && n.h.probed && n.h.timeline != 0 && n.h.timeline < hs.maxTimeline
+		lagged := db.lagLocked(n, now)
+		eligible := n.h.up && !n.h.fenced && n.h.role == RoleReplica && !staleTL && !lagged
+		if n.h.up && !n.h.fenced && n.h.role == RoleReplica {
+			switch {
+			case !eligible && n.h.eligible:
+				why := "lag"
+				if staleTL {
+					why = "timeline"
+				}
+				events = append(events, db.event(EventReplicaExcluded, n, now, why, nil))
+			case eligible && !n.h.eligible && (n.h.staleTL || n.h.lagged):
+				events = append(events, db.event(EventReplicaIncluded, n, now, "", nil))
+			}
+		}
+		n.h.eligible, n.h.staleTL, n.h.lagged = eligible, staleTL, lagged
+		if eligible {
+			replicas = append(replicas, n)
+		}
+	}
+
+	old := db.table.Load()
+	if old.primary != primary || !slices.Equal(old.replicas, replicas) {
+		db.table.Store(&table{primary: primary, replicas: replicas, changed: make(chan struct{})})
+		close(old.changed)
+	}
+	return events
+}
+
+// samplePrimaryLocked records the primary's WAL position, for measuring
+// replica lag in time. Only changes are kept.
+func (db *DB) samplePrimaryLocked(n *node, now time.Time) {
+	hs := &db.hs
+	if n != hs.primary {
+		return
+	}
+	if k := len(hs.samples); k > 0 && hs.samples[k-1].lsn == n.h.lsn {
+		return
+	}
+	if len(hs.samples) == maxSamples {
+		hs.samples = append(hs.samples[:0], hs.samples[maxSamples/2:]...)
+	}
+	hs.samples = append(hs.samples, lsnSample{at: now, lsn: n.h.lsn})
+}
+
+// lagLocked measures how far replica n is behind the primary, in bytes and
+// in time, and reports whether that exceeds WithMaxLag. Time lag is how long
+// ago the primary first reported a WAL position beyond what n has replayed,
+// so an idle primary does not make a caught-up replica look late.
+func (db *DB) lagLocked(n *node, now time.Time) bool {
+	n.h.lagBytes, n.h.lagTime = 0, 0
+	samples := db.hs.samples
+	if len(samples) == 0 || n.h.role != RoleReplica || !n.h.probed {
+		return false
+	}
+	latest := samples[len(samples)-1]
+	if n.h.lsn >= latest.lsn {
+		return false
+	}
+	n.h.lagBytes = int64(latest.lsn - n.h.lsn)
+	i, _ := slices.BinarySearchFunc(samples, n.h.lsn, func(s lsnSample, lsn uint64) int {
+		if s.lsn <= lsn {
+			return -1
+		}
+		return 1
+	})
+	n.h.lagTime = max(now.Sub(samples[i].at), 0)
+	return db.cfg.maxLagBytes > 0 && n.h.lagBytes > db.cfg.maxLagBytes ||
+		db.cfg.maxLagTime > 0 && n.h.lagTime > db.cfg.maxLagTime
+}
+
+// promotionCandidateLocked returns the replica to promote, when automatic
+// promotion is on, no primary has been reachable for the configured time,
+// and every reachable replica reports that its WAL receiver is not streaming
+// (they agree the primary is gone: a network cut between the application and
+// the primary alone must not promote). It picks the replica on the highest
+// timeline with the highest replayed WAL position.
+func (db *DB) promotionCandidateLocked(now time.Time) *node {
+	hs := &db.hs
+	if !db.cfg.autoPromote || !db.cfg.dialect.knowsRoles() || hs.primary != nil || hs.promoting ||
+		now.Sub(hs.lostAt) < db.cfg.autoPromoteAfter {
+		return nil
+	}
+	var best *node
+	for _, n := range db.nodes {
+		if !n.h.probed || !n.h.up || n.h.role != RoleReplica {
+			continue
+		}
+		if n.h.streaming {
+			return nil
+		}
+		if best == nil || n.h.timeline > best.h.timeline ||
+			n.h.timeline == best.h.timeline && n.h.lsn > best.h.lsn {
+			best = n
+		}
+	}
+	if best != nil {
+		hs.promoting = true
+	}
+	return best
+}
+
+// promote runs pg_promote on n, outside the lock, then probes every node.
+func (db *DB) promote(n *node) {
+	ctx, cancel := context.WithTimeout(db.ctx, 30*time.Second)
+	var ok bool
+	err := n.db.QueryRowContext(ctx, "SELECT pg_promote(true, 25)").Scan(&ok)
+	cancel()
+	if err == nil && !ok {
+		err = errors.New("pg_promote returned false")
+	}
+	now := db.cfg.clock.now()
+	ev := db.event(EventPromoted, n, now, "", nil)
+	if err != nil {
+		ev = db.event(EventPromoteFailed, n, now, "", nodeErr(n, "promote", err))
+	}
+	db.mu.Lock()
+	db.hs.promoting = false
+	db.mu.Unlock()
+	db.emit([]Event{ev})
+	db.probeAllNow()
+}

@@ -1,0 +1,355 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// Role is what a node is: as configured, or as its probes report.
+type Role uint8
+
+const (
+	RoleUnknown Role = iota
+	RolePrimary
+	RoleReplica
+)
+
+func (r Role) String() string {
+	switch r {
+	case RolePrimary:
+		return "primary"
+	case RoleReplica:
+		return "replica"
+	}
+	return "unknown"
+}
+
+// State is a node's health as the probes see it.
+type State uint8
+
+const (
+	// StateUnknown: not probed yet; the configured role is trusted.
+	StateUnknown State = iota
+	// StateUp: the last probe succeeded.
+	StateUp
+	// StateDown: the last WithFailureThreshold probes failed.
+	StateDown
+	// StateFenced: the node says it is a primary but another primary on a
+	// higher timeline won; it serves nothing until it reports in recovery.
+	StateFenced
+)
+
+func (s State) String() string {
+	switch s {
+	case StateUp:
+		return "up"
+	case StateDown:
+		return "down"
+	case StateFenced:
+		return "fenced"
+	}
+	return "unknown"
+}
+
+// clock tells time; tests inject a fake one.
+type clock interface{ now() time.Time }
+
+type realClock struct{}
+
+func (realClock) now() time.Time { return time.Now() }
+
+// A Dialect knows how to probe a node. PostgreSQL() learns role, WAL position
+// and timeline in one round trip; Generic() only pings.
+type Dialect interface {
+	probe(ctx context.Context, db *sql.DB) probeResult
+	knowsRoles() bool
+}
+
+// PostgreSQL returns the dialect for PostgreSQL streaming replication (the
+// default). The probing role needs pg_monitor (or superuser) to read
+// pg_stat_wal_receiver and pg_control_checkpoint().
+func PostgreSQL() Dialect { return postgresDialect{} }
+
+// Generic returns a dialect for any driver: probes only ping, so roles stay
+// as configured and there is no failover, fencing or lag limit.
+func Generic() Dialect { return genericDialect{} }
+
+// probeResult is what one probe learned.
+type probeResult struct {
+	err        error
+	inRecovery bool
+	lsn        uint64 // current WAL position on a primary, replayed on a replica
+	timeline   uint32 // 0 when unknown
+	streaming  bool   // a replica's WAL receiver streams
+}
+
+type genericDialect struct{}
+
+func (genericDialect) knowsRoles() bool { return false }
+func (genericDialect) probe(ctx context.Context, db *sql.DB) probeResult {
+	return probeResult{err: db.PingContext(ctx)}
+}
+
+type postgresDialect struct{}
+
+func (postgresDialect) knowsRoles() bool { return true }
+
+// postgresProbe learns, in one round trip, whether the node is in recovery,
+// its WAL position, its timeline and whether its WAL receiver streams. The
+// current timeline of a primary is the first 8 hex digits of its current WAL
+// file name ((pg_control_checkpoint()).timeline_id lags after a promotion
+// until the next checkpoint); a replica's is the one its receiver streams,
+// else that of its last restartpoint.
+const postgresProbe = `SELECT r,
+	(CASE WHEN r THEN COALESCE(pg_last_wal_replay_lsn(), '0/0') ELSE pg_current_wal_lsn() END - '0/0')::text,
+	CASE WHEN r THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id)
+		ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+	r AND COALESCE((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false)
+FROM pg_is_in_recovery() AS r`
+
+func (postgresDialect) probe(ctx context.Context, db *sql.DB) probeResult {
+	var (
+		r   probeResult
+		lsn string
+		tl  sql.NullInt64
+	)
+	r.err = db.QueryRowContext(ctx, postgresProbe).Scan(&r.inRecovery, &lsn, &tl, &r.streaming)
+	if r.err != nil {
+		return r
+	}
+	v, err := strconv.ParseUint(lsn, 10, 64)
+	if err != nil {
+		r.err = fmt.Errorf("probe: bad WAL position %q: %w", lsn, err)
+		return r
+	}
+	r.lsn, r.timeline = v, uint32(tl.Int64)
+	return r
+}
+
+// nodeHealth is a node's probed state. It is protected by DB.mu.
+type nodeHealth struct {
+	probed    bool // a probe has finished
+	up        bool
+	fails     int  // consecutive failed probes
+	role      Role // observed; the configured role until a probe says
+	fenced    bool
+	eligible  bool // serves reads now
+	lsn       uint64
+	timeline  uint32
+	streaming bool
+	latency   time.Duration
+	lastErr   error
+	since     time.Time // when state or role last changed
+	lagBytes  int64
+	lagTime   time.Duration
+	lagged    bool // excluded from reads for lag
+	staleTL   bool // excluded from reads for being on an older timeline
+	bo        *backoff.ExponentialBackOff
+}
+
+func (h *nodeHealth) state() State {
+	switch {
+	case !h.probed:
+		return StateUnknown
+	case !h.up:
+		return StateDown
+	case h.fenced:
+		return StateFenced
+	}
+	return StateUp
+}
+
+// healthState is the DB-wide part of the health picture. It is protected by
+// DB.mu.
+type healthState struct {
+	primary     *node  // the current primary, nil when none is known
+	maxTimeline uint32 // the highest timeline any primary reported
+	lostAt      time.Time
+	fast        bool        // probing fast: no primary, or the primary failed a probe
+	samples     []lsnSample // the primary's WAL position over time, oldest first
+	promoting   bool
+}
+
+type lsnSample struct {
+	at  time.Time
+	lsn uint64
+}
+
+// startHealth publishes the configured routing table, probes every node once
+// (in parallel, bounded by the probe timeout) so that the first statements
+// already go where the nodes say, and starts one probe loop per node.
+func (db *DB) startHealth() {
+	now := db.cfg.clock.now()
+	for _, n := range db.nodes {
+		n.h = nodeHealth{up: true, role: n.configured, since: now, bo: db.newBackoff()}
+	}
+	db.mu.Lock()
+	db.table.Store(&table{changed: make(chan struct{})})
+	db.rebuildLocked(now)
+	db.mu.Unlock()
+	if db.cfg.noBackground {
+		return
+	}
+	db.ProbeAll()
+	for _, n := range db.nodes {
+		db.wg.Add(1)
+		go db.probeLoop(n)
+	}
+}
+
+// ProbeAll probes every node now, in parallel, and returns once the routing
+// table reflects the results.
+func (db *DB) ProbeAll() {
+	var wg sync.WaitGroup
+	for _, n := range db.nodes {
+		wg.Go(func() { db.probeAndApply(n) })
+	}
+	wg.Wait()
+}
+
+func (db *DB) newBackoff() *backoff.ExponentialBackOff {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = min(DefaultFastProbeInterval, db.cfg.probeInterval)
+	bo.MaxInterval = db.cfg.maxBackoff
+	bo.MaxElapsedTime = 0 // never give up
+	bo.Reset()
+	return bo
+}
+
+func (db *DB) probeLoop(n *node) {
+	defer db.wg.Done()
+	timer := time.NewTimer(db.probeDelay(n))
+	defer timer.Stop()
+	for {
+		select {
+		case <-db.ctx.Done():
+			return
+		case <-timer.C:
+		case <-n.probeNow:
+		}
+		db.probeAndApply(n)
+		timer.Reset(db.probeDelay(n))
+	}
+}
+
+func (db *DB) probeAndApply(n *node) {
+	ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
+	began := time.Now()
+	r := db.cfg.dialect.probe(ctx, n.db)
+	latency := time.Since(began)
+	cancel()
+	if r.err != nil && ctx.Err() != nil && r.err == ctx.Err() {
+		r.err = fmt.Errorf("probe timed out after %v: %w", db.cfg.probeTimeout, r.err)
+	}
+	db.apply(n, r, latency)
+}
+
+// probeDelay is how long n's loop waits before its next probe.
+func (db *DB) probeDelay(n *node) time.Duration {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	switch {
+	case n.h.probed && !n.h.up:
+		return n.h.bo.NextBackOff()
+	case db.hs.fast || n.h.fails > 0:
+		return min(DefaultFastProbeInterval, db.cfg.probeInterval)
+	}
+	return db.cfg.probeInterval
+}
+
+// signal is the passive health signal: an error from real traffic that says
+// the connection or the server failed (or the primary refused a write as
+// read-only: it was demoted) asks for an immediate probe of that node. Probes
+// are coalesced, and one error never marks a node down by itself.
+func (db *DB) signal(n *node, err error) {
+	if err == nil {
+		return
+	}
+	if isConnError(err) || (isReadOnlyError(err) && n == db.table.Load().primary) {
+		select {
+		case n.probeNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// probeAllNow asks every node's loop for an immediate probe.
+func (db *DB) probeAllNow() {
+	for _, n := range db.nodes {
+		select {
+		case n.probeNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// apply records a probe result of n, rebuilds the routing table, and emits
+// the events, after unlocking.
+func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
+	db.mu.Lock()
+	if db.ctx.Err() != nil {
+		db.mu.Unlock() // closed: write no state after Close
+		return
+	}
+	now := db.cfg.clock.now()
+	var events []Event
+	h := &n.h
+	before := h.state()
+	h.latency = latency
+	if r.err != nil {
+		h.fails++
+		h.lastErr = r.err
+		if h.fails >= db.cfg.failureThreshold {
+			if h.up {
+				h.bo.Reset()
+			}
+			h.up, h.probed = false, true
+		}
+	} else {
+		h.fails, h.up, h.probed = 0, true, true
+		if db.cfg.dialect.knowsRoles() {
+			role := RoleReplica
+			if !r.inRecovery {
+				role = RolePrimary
+			}
+			if role != h.role {
+				events = append(events, db.event(EventRoleChanged, n, now, h.role.String()+" -> "+role.String(), nil))
+				h.role, h.since = role, now
+			}
+			h.lsn, h.timeline, h.streaming = r.lsn, r.timeline, r.streaming
+			n.replayed.Store(r.lsn)
+			if role == RolePrimary {
+				db.samplePrimaryLocked(n, now)
+			}
+		}
+	}
+	if after := h.state(); after != before {
+		h.since = now
+		switch {
+		case after == StateDown:
+			events = append(events, db.event(EventNodeDown, n, now, "", r.err))
+		case before == StateDown:
+			events = append(events, db.event(EventNodeUp, n, now, "", nil))
+		}
+	}
+	events = append(events, db.rebuildLocked(now)...)
+	fast := db.hs.primary == nil || db.hs.primary.h.fails > 0
+	wake := fast && !db.hs.fast
+	db.hs.fast = fast
+	promote := db.promotionCandidateLocked(now)
+	db.mu.Unlock()
+
+	if wake {
+		db.probeAllNow()
+	}
+	db.emit(events)
+	if promote != nil {
+		db.promote(promote)
+	}
+}

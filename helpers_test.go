@@ -1,0 +1,188 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dbrouter/dbrouter/internal/fakedriver"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// fakeNodes is a primary and replicas on the fake driver. Each node answers
+// queries with its name, so a test reads back who served a call.
+type fakeNodes struct {
+	conns []*fakedriver.Connector // [0] primary
+	dbs   []*sql.DB
+}
+
+func newFakeNodes(t testing.TB, replicas int) *fakeNodes {
+	t.Helper()
+	f := &fakeNodes{}
+	for i := 0; i <= replicas; i++ {
+		name := "primary"
+		if i > 0 {
+			name = "replica" + strconv.Itoa(i)
+		}
+		c := fakedriver.New(name)
+		h := sql.OpenDB(c)
+		t.Cleanup(func() { h.Close() })
+		f.conns = append(f.conns, c)
+		f.dbs = append(f.dbs, h)
+	}
+	return f
+}
+
+// router returns a DB over f with ping-only probes (the fake driver has no
+// pg_is_in_recovery) plus opts, closed when the test ends.
+func (f *fakeNodes) router(t testing.TB, opts ...Option) *DB {
+	t.Helper()
+	db, err := New(f.dbs[0], f.dbs[1:], append([]Option{WithDialect(Generic())}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// served runs a one-row query and returns the name of the node that answered.
+func served(t testing.TB, db interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, ctx context.Context, query string) string {
+	t.Helper()
+	var name string
+	require.NoError(t, db.QueryRowContext(ctx, query).Scan(&name))
+	return name
+}
+
+// fakePG makes a fake node answer the PostgreSQL probe (and the other
+// queries dbrouter sends PostgreSQL) from its fields, so health tests can
+// change what a node reports.
+type fakePG struct {
+	c          *fakedriver.Connector
+	inRecovery atomic.Bool
+	lsn        atomic.Uint64
+	timeline   atomic.Uint32
+	streaming  atomic.Bool
+	fail       atomic.Bool // probes fail as a refused connection would
+	promotes   atomic.Int32
+}
+
+func newFakePG(c *fakedriver.Connector, replica bool, timeline uint32) *fakePG {
+	p := &fakePG{c: c}
+	p.inRecovery.Store(replica)
+	p.streaming.Store(replica)
+	p.timeline.Store(timeline)
+	c.SetResponder(p.respond)
+	return p
+}
+
+func (p *fakePG) respond(query string, _ []driver.NamedValue) ([]string, [][]driver.Value, error) {
+	switch {
+	case query == postgresProbe:
+		if p.fail.Load() {
+			return nil, nil, driver.ErrBadConn
+		}
+		return []string{"r", "lsn", "tl", "streaming"}, [][]driver.Value{{
+			p.inRecovery.Load(), strconv.FormatUint(p.lsn.Load(), 10), int64(p.timeline.Load()), p.inRecovery.Load() && p.streaming.Load(),
+		}}, nil
+	case strings.Contains(query, "pg_current_wal_insert_lsn"), strings.Contains(query, "pg_last_wal_replay_lsn"):
+		return []string{"lsn"}, [][]driver.Value{{strconv.FormatUint(p.lsn.Load(), 10)}}, nil
+	case strings.Contains(query, "pg_promote"):
+		p.promotes.Add(1)
+		p.inRecovery.Store(false)
+		p.timeline.Add(1)
+		return []string{"ok"}, [][]driver.Value{{true}}, nil
+	}
+	return []string{"node"}, [][]driver.Value{{p.c.Name()}}, nil
+}
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// pgCluster is fake PostgreSQL nodes behind a DB whose probes the test runs
+// by hand (no background goroutines) on an injected clock.
+type pgCluster struct {
+	*fakeNodes
+	pg    []*fakePG
+	db    *DB
+	clock *fakeClock
+
+	mu     sync.Mutex
+	events []Event
+}
+
+func newPGCluster(t testing.TB, replicas int, opts ...Option) *pgCluster {
+	t.Helper()
+	f := newFakeNodes(t, replicas)
+	pc := &pgCluster{fakeNodes: f, clock: newFakeClock()}
+	for i, c := range f.conns {
+		pc.pg = append(pc.pg, newFakePG(c, i > 0, 1))
+	}
+	base := []Option{withClock(pc.clock), withoutBackground(), WithPrimaryWait(0), WithEventHook(func(e Event) {
+		pc.mu.Lock()
+		pc.events = append(pc.events, e)
+		pc.mu.Unlock()
+	})}
+	db, err := New(f.dbs[0], f.dbs[1:], append(base, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	pc.db = db
+	pc.probe()
+	return pc
+}
+
+// probe probes every node once, as one round of the background loop would.
+func (pc *pgCluster) probe() { pc.db.ProbeAll() }
+
+func (pc *pgCluster) eventKinds() []EventKind {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	var ks []EventKind
+	for _, e := range pc.events {
+		ks = append(ks, e.Kind)
+	}
+	return ks
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func isCI() bool { return os.Getenv("CI") != "" }

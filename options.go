@@ -1,0 +1,284 @@
+package dbrouter
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults of the options. Each With… function documents the one it overrides.
+const (
+	DefaultProbeInterval    = time.Second
+	DefaultProbeTimeout     = time.Second
+	DefaultFailureThreshold = 2
+	DefaultPrimaryWait      = 3 * time.Second
+	DefaultSessionWindow    = 2 * time.Second
+	DefaultReadOnlyTx       = true // WithReadOnlyTxOnReplica
+	DefaultReplicaFallback  = true // WithReplicaFallback
+
+	// DefaultFastProbeInterval is how often nodes are probed while no primary
+	// is known or the primary has just failed a probe.
+	DefaultFastProbeInterval = 100 * time.Millisecond
+	// DefaultMaxBackoff caps the exponential backoff between probes of a down
+	// node, so a node that returns is seen within this long.
+	DefaultMaxBackoff = 2 * time.Second
+)
+
+// Option configures a DB. Options are applied in order by Open and New and
+// validated together afterwards; an invalid value makes Open/New return an
+// error, never panic.
+type Option func(*config)
+
+type config struct {
+	balancer            Balancer
+	readOnlyTxOnReplica bool
+	replicaFallback     bool
+	dialect             Dialect
+	probeInterval       time.Duration
+	probeTimeout        time.Duration
+	failureThreshold    int
+	primaryWait         time.Duration
+	maxBackoff          time.Duration
+	autoPromote         bool
+	autoPromoteAfter    time.Duration
+	maxLagBytes         int64
+	maxLagTime          time.Duration
+	logger              *slog.Logger
+	hook                func(Event)
+	routers             []Router
+	names               []string // primary first; nil when not set
+	session             SessionMode
+
+	// for tests
+	clock        clock
+	noBackground bool // no probe goroutines; tests drive probes themselves
+
+	errs []error // collected while applying options
+}
+
+func defaultConfig() config {
+	return config{
+		readOnlyTxOnReplica: DefaultReadOnlyTx,
+		replicaFallback:     DefaultReplicaFallback,
+		dialect:             PostgreSQL(),
+		probeInterval:       DefaultProbeInterval,
+		probeTimeout:        DefaultProbeTimeout,
+		failureThreshold:    DefaultFailureThreshold,
+		primaryWait:         DefaultPrimaryWait,
+		maxBackoff:          DefaultMaxBackoff,
+		session:             SessionCausal(0),
+		clock:               realClock{},
+	}
+}
+
+func (c *config) fail(format string, args ...any) {
+	c.errs = append(c.errs, fmt.Errorf("dbrouter: "+format, args...))
+}
+
+func (c *config) validate() error {
+	if c.balancer == nil {
+		c.balancer = RoundRobin()
+	}
+	if c.dialect == nil {
+		c.fail("WithDialect: nil dialect")
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	return errors.Join(c.errs...)
+}
+
+// WithBalancer sets how reads are spread over eligible replicas: RoundRobin()
+// (the default), Random() or LeastInFlight().
+func WithBalancer(b Balancer) Option {
+	return func(c *config) {
+		if b == nil {
+			c.fail("WithBalancer: nil balancer")
+			return
+		}
+		c.balancer = b
+	}
+}
+
+// WithReadOnlyTxOnReplica sets whether BeginTx with TxOptions.ReadOnly runs
+// on a replica (SERIALIZABLE ones always stay on the primary, since standbys
+// refuse them). Default true.
+func WithReadOnlyTxOnReplica(on bool) Option {
+	return func(c *config) { c.readOnlyTxOnReplica = on }
+}
+
+// WithReplicaFallback sets whether reads go to the primary when no replica is
+// eligible. When off, such reads fail with ErrNoReplica. Default true.
+func WithReplicaFallback(on bool) Option {
+	return func(c *config) { c.replicaFallback = on }
+}
+
+// WithDialect sets how nodes are probed: PostgreSQL() (the default) learns
+// role, WAL position and timeline in one round trip; Generic() only pings, so
+// roles stay as configured.
+func WithDialect(d Dialect) Option {
+	return func(c *config) { c.dialect = d }
+}
+
+// WithProbeInterval sets how often each node is probed while all is well.
+// Default DefaultProbeInterval (1 s). Must be > 0.
+func WithProbeInterval(d time.Duration) Option {
+	return func(c *config) {
+		if d <= 0 {
+			c.fail("WithProbeInterval(%v): must be > 0", d)
+			return
+		}
+		c.probeInterval = d
+	}
+}
+
+// WithProbeTimeout bounds each probe. Default DefaultProbeTimeout (1 s). Must
+// be > 0.
+func WithProbeTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d <= 0 {
+			c.fail("WithProbeTimeout(%v): must be > 0", d)
+			return
+		}
+		c.probeTimeout = d
+	}
+}
+
+// WithFailureThreshold sets how many consecutive failed probes mark a node
+// down. One success brings it back. Default DefaultFailureThreshold (2). Must
+// be >= 1.
+func WithFailureThreshold(n int) Option {
+	return func(c *config) {
+		if n < 1 {
+			c.fail("WithFailureThreshold(%d): must be >= 1", n)
+			return
+		}
+		c.failureThreshold = n
+	}
+}
+
+// WithMaxBackoff caps the exponential backoff between probes of a down node.
+// Default DefaultMaxBackoff (2 s). Must be > 0.
+func WithMaxBackoff(d time.Duration) Option {
+	return func(c *config) {
+		if d <= 0 {
+			c.fail("WithMaxBackoff(%v): must be > 0", d)
+			return
+		}
+		c.maxBackoff = d
+	}
+}
+
+// WithPrimaryWait sets how long a write waits for a primary while none is
+// known (during a failover) before failing with ErrNoPrimary. The context's
+// deadline bounds the wait as well. Zero means writes fail at once. Default
+// DefaultPrimaryWait (3 s).
+func WithPrimaryWait(d time.Duration) Option {
+	return func(c *config) {
+		if d < 0 {
+			c.fail("WithPrimaryWait(%v): must be >= 0", d)
+			return
+		}
+		c.primaryWait = d
+	}
+}
+
+// WithAutoPromote lets the router promote a replica itself (pg_promote) once
+// the primary has been unreachable for after AND every reachable replica
+// reports that its WAL receiver is not streaming, so the replicas agree the
+// primary is gone. It promotes the replica with the highest replayed LSN.
+// Off by default: leave failover to Patroni or your cloud's HA when you have
+// one. PostgreSQL dialect only. after must be > 0.
+func WithAutoPromote(after time.Duration) Option {
+	return func(c *config) {
+		if after <= 0 {
+			c.fail("WithAutoPromote(%v): must be > 0", after)
+			return
+		}
+		c.autoPromote = true
+		c.autoPromoteAfter = after
+	}
+}
+
+// WithMaxLag excludes from reads the replicas more than bytes of WAL or d
+// behind the primary, until they catch up. Zero means no limit on that
+// measure. Default: no limit. PostgreSQL dialect only.
+func WithMaxLag(bytes int64, d time.Duration) Option {
+	return func(c *config) {
+		if bytes < 0 || d < 0 {
+			c.fail("WithMaxLag(%d, %v): must be >= 0", bytes, d)
+			return
+		}
+		c.maxLagBytes, c.maxLagTime = bytes, d
+	}
+}
+
+// WithLogger logs every state change (node up/down, primary changed, fenced,
+// lag exclusion, promotion) through l. Default: silent.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) {
+		if l == nil {
+			c.fail("WithLogger: nil logger")
+			return
+		}
+		c.logger = l
+	}
+}
+
+// WithEventHook calls h with every state change, from the probe goroutines,
+// never under a lock. h must not block for long. Default: none.
+func WithEventHook(h func(Event)) Option {
+	return func(c *config) {
+		if h == nil {
+			c.fail("WithEventHook: nil hook")
+			return
+		}
+		c.hook = h
+	}
+}
+
+// WithRouter installs custom routers, run in order for every statement; the
+// first answer other than Default wins. Safety holds whatever they answer: a
+// write never goes to a replica and a down or fenced node is never chosen.
+// Later WithRouter options append to earlier ones.
+func WithRouter(routers ...Router) Option {
+	return func(c *config) {
+		for i, r := range routers {
+			if r == nil {
+				c.fail("WithRouter: router %d is nil", i)
+				return
+			}
+		}
+		c.routers = append(c.routers, routers...)
+	}
+}
+
+// WithNames names the nodes for NodeNamed, Status, logs and errors: the
+// primary, then the replicas in order. Names must be unique and non-empty,
+// one for each node. Default: host:port/dbname from the DSN for Open, and
+// "primary", "replica1", "replica2", … for New.
+func WithNames(primary string, replicas ...string) Option {
+	return func(c *config) {
+		c.names = append([]string{primary}, replicas...)
+	}
+}
+
+// WithSessionMode sets how a DB honours sessions (read-your-writes):
+// SessionCausal(maxWait) (the default, with maxWait 0) or SessionTime(window).
+func WithSessionMode(m SessionMode) Option {
+	return func(c *config) {
+		if m.kind == sessionNone {
+			c.fail("WithSessionMode: zero SessionMode; use SessionCausal or SessionTime")
+			return
+		}
+		m.validate(c)
+		c.session = m
+	}
+}
+
+// withClock injects time, for tests.
+func withClock(cl clock) Option { return func(c *config) { c.clock = cl } }
+
+// withoutBackground starts no probe goroutines, for tests that drive probes.
+func withoutBackground() Option { return func(c *config) { c.noBackground = true } }

@@ -1,0 +1,83 @@
+package dbrouter
+
+import "time"
+
+// Status is a snapshot of the router: which node is primary and, per node,
+// its role, health, replication position, lag and counters. It is a copy;
+// changing it changes nothing.
+type Status struct {
+	Primary string       // name of the current primary; "" when none is known
+	Nodes   []NodeStatus // in configuration order: the configured primary first
+}
+
+// NodeStatus is one node's part of a Status.
+type NodeStatus struct {
+	Name           string // host:port/dbname, or as set with WithNames; never a password
+	ConfiguredRole Role   // as given to Open or New
+	Role           Role   // as the probes report (the configured role until the first probe)
+	State          State  // unknown, up, down or fenced
+	Readable       bool   // serves reads now (an eligible replica)
+	Since          time.Time
+	Latency        time.Duration // of the last probe
+	LastError      error         // of the last failed probe, if any
+	LSN            uint64        // WAL position: current on a primary, replayed on a replica
+	Timeline       uint32        // 0 when unknown
+	Streaming      bool          // a replica's WAL receiver streams from a primary
+	LagBytes       int64         // WAL bytes behind the primary
+	LagTime        time.Duration // how long ago the primary was where this replica is
+	LagExcluded    bool          // over WithMaxLag: serves no reads until it catches up
+	StaleTimeline  bool          // on an older timeline than the primary: serves no reads
+
+	Reads     uint64 // statements routed here as reads (queries, read-only transactions)
+	Writes    uint64 // statements routed here as writes (Exec, write queries, transactions, Conn)
+	Errors    uint64 // of those, the ones that failed
+	Misroutes uint64 // reads this replica refused as writes (SQLSTATE 25006), run again on the primary
+	Retries   uint64 // reads whose connection failed here, run again on another node
+}
+
+// Status returns a snapshot of every node's state and counters.
+func (db *DB) Status() Status {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	var s Status
+	if db.hs.primary != nil {
+		s.Primary = db.hs.primary.name
+	}
+	s.Nodes = make([]NodeStatus, len(db.nodes))
+	for i, n := range db.nodes {
+		h := &n.h
+		s.Nodes[i] = NodeStatus{
+			Name:           n.name,
+			ConfiguredRole: n.configured,
+			Role:           h.role,
+			State:          h.state(),
+			Readable:       h.eligible,
+			Since:          h.since,
+			Latency:        h.latency,
+			LastError:      h.lastErr,
+			LSN:            h.lsn,
+			Timeline:       h.timeline,
+			Streaming:      h.streaming,
+			LagBytes:       h.lagBytes,
+			LagTime:        h.lagTime,
+			LagExcluded:    h.lagged,
+			StaleTimeline:  h.staleTL,
+			Reads:          n.reads.Load(),
+			Writes:         n.writes.Load(),
+			Errors:         n.errs.Load(),
+			Misroutes:      n.misroutes.Load(),
+			Retries:        n.retries.Load(),
+		}
+	}
+	return s
+}
+
+// Node returns the status of the node of that name, and whether there is one.
+func (s Status) Node(name string) (NodeStatus, bool) {
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return NodeStatus{}, false
+}

@@ -1,0 +1,133 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dbrouter/dbrouter/internal/sqlclass"
+)
+
+// Stmt is a prepared statement that routes every call as the DB does: a read
+// to an eligible replica, a write to the current primary. It is prepared
+// lazily on each node it meets, and follows a failover. Make one with
+// PrepareRouted; it is safe for concurrent use. Close it when done.
+type Stmt struct {
+	db    *DB
+	query string
+	write bool
+
+	stmts  []atomic.Pointer[sql.Stmt] // by node index; nil until prepared there
+	closed atomic.Bool
+
+	mu sync.Mutex // serializes preparing and closing
+}
+
+// PrepareRouted returns a statement that routes per call, prepares lazily on
+// each node it meets and follows failover: the long-lived choice. It is
+// prepared at once on the node that serves it now, so syntax errors show
+// here.
+func (db *DB) PrepareRouted(ctx context.Context, query string) (*Stmt, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	s := &Stmt{db: db, query: query, write: !sqlclass.IsReadOnly(query), stmts: make([]atomic.Pointer[sql.Stmt], len(db.nodes))}
+	n, err := db.route(ctx, query, s.write)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.on(ctx, n); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// on returns the statement prepared on n, preparing it there first if need be.
+func (s *Stmt) on(ctx context.Context, n *node) (*sql.Stmt, error) {
+	if st := s.stmts[n.index].Load(); st != nil {
+		return st, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	if st := s.stmts[n.index].Load(); st != nil {
+		return st, nil
+	}
+	st, err := n.db.PrepareContext(ctx, s.query)
+	if err != nil {
+		s.db.signal(n, err)
+		return nil, nodeErr(n, "prepare", err)
+	}
+	s.stmts[n.index].Store(st)
+	return st, nil
+}
+
+func (s *Stmt) usable() error {
+	if s.closed.Load() || s.db.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// QueryContext runs the statement as DB.QueryContext runs its query.
+func (s *Stmt) QueryContext(ctx context.Context, args ...any) (*sql.Rows, error) {
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	return s.db.queryCall(ctx, call{stmt: s, query: s.query, args: args, write: s.write})
+}
+
+// Query runs the statement as QueryContext. Query uses context.Background
+// internally; to specify the context, use QueryContext.
+func (s *Stmt) Query(args ...any) (*sql.Rows, error) {
+	return s.QueryContext(context.Background(), args...)
+}
+
+// QueryRowContext runs the statement as DB.QueryRowContext runs its query.
+func (s *Stmt) QueryRowContext(ctx context.Context, args ...any) *sql.Row {
+	if err := s.usable(); err != nil {
+		return errRow(err)
+	}
+	return s.db.queryRowCall(ctx, call{stmt: s, query: s.query, args: args, write: s.write})
+}
+
+// QueryRow runs the statement as QueryRowContext. QueryRow uses
+// context.Background internally; to specify the context, use QueryRowContext.
+func (s *Stmt) QueryRow(args ...any) *sql.Row {
+	return s.QueryRowContext(context.Background(), args...)
+}
+
+// ExecContext runs the statement on the primary, as DB.ExecContext.
+func (s *Stmt) ExecContext(ctx context.Context, args ...any) (sql.Result, error) {
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	return s.db.execCall(ctx, call{stmt: s, query: s.query, args: args, write: true})
+}
+
+// Exec runs the statement as ExecContext. Exec uses context.Background
+// internally; to specify the context, use ExecContext.
+func (s *Stmt) Exec(args ...any) (sql.Result, error) {
+	return s.ExecContext(context.Background(), args...)
+}
+
+// Close closes the statement on every node it was prepared on. It is
+// idempotent.
+func (s *Stmt) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Swap(true) {
+		return nil
+	}
+	var errs []error
+	for i := range s.stmts {
+		if st := s.stmts[i].Swap(nil); st != nil {
+			errs = append(errs, nodeErr(s.db.nodes[i], "close", st.Close()))
+		}
+	}
+	return errors.Join(errs...)
+}
