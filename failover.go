@@ -197,6 +197,9 @@ func (db *DB) promote(n *node) {
 	}
 	db.mu.Lock()
 	db.hs.promoting = false
+	// Another attempt only after another full wait without a primary: the
+	// probes must first see what this one did.
+	db.hs.lostAt = db.cfg.clock.now()
 	db.mu.Unlock()
 	db.emit([]Event{ev})
 	db.probeAllNow()

@@ -256,7 +256,7 @@ func (db *DB) probeDelay(n *node) time.Duration {
 	defer db.mu.Unlock()
 	switch {
 	case n.h.probed && !n.h.up:
-		return n.h.bo.NextBackOff()
+		return min(n.h.bo.NextBackOff(), db.cfg.maxBackoff)
 	case db.hs.fast || n.h.fails > 0:
 		return min(DefaultFastProbeInterval, db.cfg.probeInterval)
 	}

@@ -1,0 +1,111 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"log"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
+
+	"github.com/dbrouter/dbrouter/internal/pgcluster"
+)
+
+// Integration tests run on a real PostgreSQL primary and streaming replicas
+// from internal/pgcluster (local binaries, or Docker with
+// DBROUTER_TEST_BACKEND=docker). They are skipped only under -short; when no
+// backend can start they fail, saying how to get one.
+
+var shared struct {
+	once sync.Once
+	c    *pgcluster.Cluster
+	err  error
+}
+
+// sharedCluster returns a primary + 2 replicas shared by the tests that do
+// not break nodes. Tests that crash, freeze or promote start their own with
+// newCluster.
+func sharedCluster(t testing.TB) *pgcluster.Cluster {
+	t.Helper()
+	skipShort(t)
+	shared.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		began := time.Now()
+		shared.c, shared.err = pgcluster.Start(ctx, pgcluster.Options{Replicas: 2, Logf: log.Printf})
+		if shared.err == nil {
+			log.Printf("shared cluster (%s backend): primary + 2 replicas up in %v", shared.c.Backend(), time.Since(began).Round(time.Millisecond))
+		}
+	})
+	if shared.err != nil {
+		t.Fatalf("integration test needs a PostgreSQL cluster: %v", shared.err)
+	}
+	return shared.c
+}
+
+func closeSharedCluster() {
+	if shared.c != nil {
+		if err := shared.c.Close(); err != nil {
+			log.Printf("closing the shared cluster: %v", err)
+		}
+	}
+}
+
+// newCluster starts a cluster of its own for a test that breaks nodes.
+func newCluster(t testing.TB, replicas int) *pgcluster.Cluster {
+	t.Helper()
+	skipShort(t)
+	return pgcluster.StartT(t, pgcluster.Options{Replicas: replicas})
+}
+
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: skipped under -short")
+	}
+}
+
+// openRouter opens a DB over the cluster's nodes through pgx, named by their
+// cluster_name, closed (and checked for leaked goroutines) when the test
+// ends.
+func openRouter(t testing.TB, c *pgcluster.Cluster, opts ...Option) *DB {
+	t.Helper()
+	p, rs := c.DSNs()
+	names := []string{}
+	for _, n := range c.Nodes() {
+		names = append(names, n.Name())
+	}
+	ignore := goleak.IgnoreCurrent()
+	db, err := Open("pgx", p, rs, append([]Option{WithNames(names[0], names[1:]...)}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		require.NoError(t, db.Close())
+		goleak.VerifyNone(t, append(leakOptions(), ignore)...)
+	})
+	return db
+}
+
+// whoServes is the server-side fact that names the node that ran a query.
+const whoServes = "SELECT current_setting('cluster_name')"
+
+// servedBy runs whoServes through q and returns the node's name.
+func servedBy(t testing.TB, ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}) string {
+	t.Helper()
+	var name string
+	require.NoError(t, q.QueryRowContext(ctx, whoServes).Scan(&name))
+	return name
+}
+
+// testContext returns a context that ends with the test or after d.
+func testContext(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,156 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestSessionTokenRoundTrip(t *testing.T) {
+	s := NewSession()
+	s.advance(0x1234ABCD, time.UnixMilli(1_700_000_000_123))
+	tok := s.Token()
+	assert.Less(t, len(tok), 40, "short enough for a cookie")
+	r, err := ResumeSession(tok)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(0x1234ABCD), r.lsn)
+	assert.Equal(t, time.UnixMilli(1_700_000_000_123), r.lastWrite)
+	assert.Equal(t, tok, r.Token())
+
+	empty, err := ResumeSession(NewSession().Token())
+	require.NoError(t, err)
+	assert.Zero(t, empty.lsn)
+	assert.True(t, empty.lastWrite.IsZero())
+}
+
+func TestResumeSessionRejectsGarbage(t *testing.T) {
+	for _, tok := range []string{
+		"", "v1", "v1..", "v1.x.0", "v1.0.x", "v2.0.0", "v1.0.0.0", "v1.-1.0", "v1.0.-1",
+		"v1.ffffffffffffffffff.0", "v1.0.0 ", " v1.0.0", "v1.0." + string(make([]byte, 80)),
+	} {
+		t.Run(tok, func(t *testing.T) {
+			s, err := ResumeSession(tok)
+			assert.Nil(t, s)
+			assert.ErrorIs(t, err, ErrInvalidToken)
+		})
+	}
+}
+
+func FuzzResumeSession(f *testing.F) {
+	for _, seed := range []string{"v1.0.0", "v1.1a2b.18bcfe56800", "v1..", "garbage", "v1.ffffffffffffffff.7fffffffffffffff"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		s, err := ResumeSession(tok)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidToken) {
+				t.Fatalf("error %v is not ErrInvalidToken", err)
+			}
+			return
+		}
+		again, err := ResumeSession(s.Token())
+		if err != nil || again.lsn != s.lsn || !again.lastWrite.Equal(s.lastWrite) {
+			t.Fatalf("token %q does not round-trip: %v", tok, err)
+		}
+	})
+}
+
+func TestCausalSession(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2)
+	pc.pg[0].lsn.Store(400)
+	pc.pg[1].lsn.Store(400)
+	pc.pg[2].lsn.Store(400)
+	pc.probe()
+
+	s := NewSession()
+	sctx := WithSession(ctx, s)
+	assert.Contains(t, served(t, pc.db, sctx, "SELECT 1"), "replica", "no write yet: any replica")
+
+	pc.pg[0].lsn.Store(500) // the write's position
+	_, err := pc.db.ExecContext(sctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	assert.Equal(t, uint64(500), s.lsn)
+	for range 4 {
+		assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "no replica has replayed the write")
+		assert.Contains(t, served(t, pc.db, ctx, "SELECT 1"), "replica", "reads outside the session are not affected")
+	}
+	pc.pg[1].lsn.Store(600)
+	pc.probe()
+	for range 4 {
+		assert.Equal(t, "replica1", served(t, pc.db, sctx, "SELECT 1"), "only the replica that caught up")
+	}
+
+	// The token carries the position to another DB.
+	other := newPGCluster(t, 2)
+	other.pg[1].lsn.Store(450)
+	other.pg[2].lsn.Store(700)
+	other.probe()
+	resumed, err := ResumeSession(s.Token())
+	require.NoError(t, err)
+	for range 4 {
+		assert.Equal(t, "replica2", served(t, other.db, WithSession(ctx, resumed), "SELECT 1"))
+	}
+}
+
+func TestCausalSessionWaitsForAReplica(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1, WithSessionMode(SessionCausal(time.Second)))
+	s := NewSession()
+	s.advance(800, time.Now())
+	pc.pg[1].lsn.Store(900) // replayed, but no probe has seen it yet
+	assert.Equal(t, "replica1", served(t, pc.db, WithSession(ctx, s), "SELECT 1"), "the read asked the replica")
+	assert.Equal(t, uint64(900), pc.db.nodes[1].replayed.Load())
+
+	s.advance(1000, time.Now()) // never reached within maxWait
+	began := time.Now()
+	assert.Equal(t, "primary", served(t, pc.db, WithSession(ctx, s), "SELECT 1"))
+	assert.GreaterOrEqual(t, time.Since(began), 900*time.Millisecond, "waited for the replica first")
+}
+
+func TestTimeSession(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1, WithSessionMode(SessionTime(2*time.Second)))
+	s := NewSession()
+	sctx := WithSession(ctx, s)
+	_, err := pc.db.ExecContext(sctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"))
+	pc.clock.advance(1900 * time.Millisecond)
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"))
+	pc.clock.advance(200 * time.Millisecond)
+	assert.Equal(t, "replica1", served(t, pc.db, sctx, "SELECT 1"))
+}
+
+func TestSessionTransactionIsResolvedAfterItEnds(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	pc.pg[0].lsn.Store(100)
+	pc.pg[1].lsn.Store(100)
+	pc.probe()
+	s := NewSession()
+	sctx := WithSession(ctx, s)
+	tx, err := pc.db.BeginTx(sctx, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "while the transaction is open")
+	pc.pg[0].lsn.Store(300) // its commit
+	require.NoError(t, tx.Commit())
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"))
+	assert.Equal(t, uint64(300), s.lsn)
+	pc.pg[1].lsn.Store(300)
+	pc.probe()
+	assert.Equal(t, "replica1", served(t, pc.db, sctx, "SELECT 1"))
+
+	// A read-only transaction is not a write.
+	ro, err := pc.db.BeginTx(sctx, &sqlTxReadOnly)
+	require.NoError(t, err)
+	require.NoError(t, ro.Rollback())
+	assert.Empty(t, s.pending)
+}
+
+var sqlTxReadOnly = sql.TxOptions{ReadOnly: true}

@@ -1,0 +1,427 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dbrouter/dbrouter/internal/fakedriver"
+)
+
+// The health state machine on fake PostgreSQL nodes. The tests run probes by
+// hand (no background loop) on an injected clock, so nothing sleeps.
+
+func nodeStatus(t *testing.T, db *DB, name string) NodeStatus {
+	t.Helper()
+	s, ok := db.Status().Node(name)
+	require.True(t, ok, "no node %q", name)
+	return s
+}
+
+// statements counts the queries and execs a node ran, probes aside.
+func statements(c *fakedriver.Connector) int {
+	n := 0
+	for _, call := range c.Calls() {
+		if (call.Op == fakedriver.OpQuery || call.Op == fakedriver.OpExec) && call.SQL != postgresProbe {
+			n++
+		}
+	}
+	return n
+}
+
+func TestProbeLearnsRolesAndPositions(t *testing.T) {
+	pc := newPGCluster(t, 2)
+	pc.pg[0].lsn.Store(5000)
+	pc.pg[1].lsn.Store(4000)
+	pc.probe()
+	s := pc.db.Status()
+	assert.Equal(t, "primary", s.Primary)
+	p, r1 := s.Nodes[0], s.Nodes[1]
+	assert.Equal(t, RolePrimary, p.Role)
+	assert.Equal(t, StateUp, p.State)
+	assert.Equal(t, uint64(5000), p.LSN)
+	assert.Equal(t, uint32(1), p.Timeline)
+	assert.Equal(t, RoleReplica, r1.Role)
+	assert.True(t, r1.Readable)
+	assert.True(t, r1.Streaming)
+	assert.Equal(t, int64(1000), r1.LagBytes)
+	assert.Equal(t, uint64(4000), r1.LSN)
+}
+
+func TestHysteresis(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2)
+
+	pc.pg[0].fail.Store(true)
+	pc.probe()
+	assert.Equal(t, "primary", pc.db.Status().Primary, "one failed probe does not mark a node down")
+	assert.Equal(t, StateUp, nodeStatus(t, pc.db, "primary").State)
+
+	pc.probe()
+	s := nodeStatus(t, pc.db, "primary")
+	assert.Equal(t, StateDown, s.State, "the second failure in a row does")
+	assert.Error(t, s.LastError)
+	assert.Empty(t, pc.db.Status().Primary)
+	assert.Contains(t, pc.eventKinds(), EventNodeDown)
+	assert.Contains(t, pc.eventKinds(), EventNoPrimary)
+
+	_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	assert.ErrorIs(t, err, ErrNoPrimary)
+	assert.Contains(t, served(t, pc.db, ctx, "SELECT 1"), "replica", "reads keep flowing to replicas")
+
+	pc.pg[0].fail.Store(false)
+	pc.probe()
+	assert.Equal(t, "primary", pc.db.Status().Primary, "one success brings it back")
+	assert.Contains(t, pc.eventKinds(), EventNodeUp)
+	_, err = pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	assert.NoError(t, err)
+}
+
+func TestFollowsPromotionAndFencesTheOldPrimary(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2)
+	// The primary crashes; replica1 is promoted (timeline 2); replica2 still
+	// follows the dead primary on timeline 1.
+	pc.pg[0].fail.Store(true)
+	pc.pg[2].streaming.Store(false)
+	pc.probe()
+	pc.probe()
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.probe()
+
+	s := pc.db.Status()
+	assert.Equal(t, "replica1", s.Primary)
+	r2 := nodeStatus(t, pc.db, "replica2")
+	assert.True(t, r2.StaleTimeline, "a replica on an older timeline holds none of the new writes")
+	assert.False(t, r2.Readable)
+	for range 5 {
+		assert.Equal(t, "replica1", served(t, pc.db, ctx, "SELECT 1"), "no eligible replica: reads use the new primary")
+	}
+	_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	assert.Equal(t, 1, pc.conns[1].Count(fakedriver.OpExec))
+
+	// The old primary returns as a primary on its old timeline: fenced.
+	for _, c := range pc.conns {
+		c.Reset()
+		c.SetRecord(true)
+	}
+	pc.pg[0].fail.Store(false)
+	pc.probe()
+	p := nodeStatus(t, pc.db, "primary")
+	assert.Equal(t, StateFenced, p.State)
+	assert.Equal(t, RolePrimary, p.Role)
+	assert.Contains(t, pc.eventKinds(), EventFenced)
+	for range 10 {
+		served(t, pc.db, ctx, "SELECT 1")
+		_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+		require.NoError(t, err)
+	}
+	assert.Zero(t, statements(pc.conns[0]), "a fenced node serves no reads and no writes")
+	assert.Equal(t, 10, statements(pc.conns[1])-10, "10 writes on the new primary, and 10 reads (no replica is eligible)")
+
+	// Re-pointed replica2 streams on timeline 2: it serves reads again.
+	pc.pg[2].timeline.Store(2)
+	pc.pg[2].streaming.Store(true)
+	pc.probe()
+	assert.True(t, nodeStatus(t, pc.db, "replica2").Readable)
+	assert.Contains(t, pc.eventKinds(), EventReplicaIncluded)
+	assert.Equal(t, "replica2", served(t, pc.db, ctx, "SELECT 1"))
+
+	// The old primary is rebuilt as a replica of the new one: unfenced.
+	pc.pg[0].inRecovery.Store(true)
+	pc.pg[0].timeline.Store(2)
+	pc.probe()
+	p = nodeStatus(t, pc.db, "primary")
+	assert.Equal(t, StateUp, p.State)
+	assert.True(t, p.Readable)
+	assert.Contains(t, pc.eventKinds(), EventUnfenced)
+	assert.Equal(t, "replica1", pc.db.Status().Primary)
+}
+
+func TestTwoPrimariesHigherTimelineWinsAtOnce(t *testing.T) {
+	pc := newPGCluster(t, 1)
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.probe()
+	assert.Equal(t, "replica1", pc.db.Status().Primary)
+	assert.Equal(t, StateFenced, nodeStatus(t, pc.db, "primary").State)
+	// The fence holds while the winner is down: the loser's data diverged.
+	pc.pg[1].fail.Store(true)
+	pc.probe()
+	pc.probe()
+	assert.Empty(t, pc.db.Status().Primary)
+	assert.Equal(t, StateFenced, nodeStatus(t, pc.db, "primary").State)
+}
+
+func TestWritesWaitForAPrimary(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1, WithPrimaryWait(time.Minute))
+	pc.pg[0].fail.Store(true)
+	pc.probe()
+	pc.probe()
+	require.Empty(t, pc.db.Status().Primary)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the write did not wait for a primary: %v", err)
+	default:
+	}
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.probe()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write did not proceed once a primary was known")
+	}
+	assert.Equal(t, 1, pc.conns[1].Count(fakedriver.OpExec))
+
+	t.Run("bounded by the context", func(t *testing.T) {
+		pc := newPGCluster(t, 1, WithPrimaryWait(time.Minute))
+		pc.pg[0].fail.Store(true)
+		pc.probe()
+		pc.probe()
+		cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		began := time.Now()
+		_, err := pc.db.ExecContext(cctx, "INSERT INTO t VALUES (1)")
+		assert.ErrorIs(t, err, ErrNoPrimary)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Less(t, time.Since(began), 5*time.Second)
+		_, err = pc.db.BeginTx(cctx, nil)
+		assert.ErrorIs(t, err, ErrNoPrimary)
+	})
+	t.Run("bounded by the option", func(t *testing.T) {
+		pc := newPGCluster(t, 1, WithPrimaryWait(20*time.Millisecond))
+		pc.pg[0].fail.Store(true)
+		pc.probe()
+		pc.probe()
+		_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+		assert.ErrorIs(t, err, ErrNoPrimary)
+		_, err = pc.db.Conn(ctx)
+		assert.ErrorIs(t, err, ErrNoPrimary)
+		assert.ErrorIs(t, pc.db.QueryRowContext(ctx, "INSERT INTO t VALUES (1) RETURNING 1").Scan(new(int)), ErrNoPrimary)
+	})
+}
+
+func TestReplicaFlappingNeverMovesThePrimary(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2)
+	for i := range 20 {
+		pc.pg[1].fail.Store(i%3 != 0)
+		pc.probe()
+		assert.Equal(t, "primary", pc.db.Status().Primary)
+		_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+		require.NoError(t, err)
+	}
+	assert.NotContains(t, pc.eventKinds(), EventPrimaryChanged)
+	assert.NotContains(t, pc.eventKinds(), EventNoPrimary)
+	assert.Contains(t, pc.eventKinds(), EventNodeDown)
+	assert.Equal(t, 20, pc.conns[0].Count(fakedriver.OpExec))
+}
+
+func TestPassiveSignalAsksForOneCoalescedProbe(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	r := pc.db.nodes[1]
+	pc.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+		if op == fakedriver.OpQuery && q == "SELECT broken" {
+			return &fakedriver.Error{Code: "08006", Message: "connection failure"}
+		}
+		if op == fakedriver.OpQuery && q == "SELECT typo" {
+			return &fakedriver.Error{Code: "42601", Message: "syntax error"}
+		}
+		return nil
+	})
+	_ = pc.db.QueryRowContext(ctx, "SELECT typo").Err()
+	assert.Len(t, r.probeNow, 0, "a statement error says nothing about the node")
+	for range 3 {
+		_ = pc.db.QueryRowContext(ctx, "SELECT broken").Err()
+	}
+	assert.Len(t, r.probeNow, 1, "connection errors ask for one probe, coalesced")
+	assert.Equal(t, StateUp, nodeStatus(t, pc.db, "replica1").State, "one error never marks a node down")
+}
+
+func TestAutoPromote(t *testing.T) {
+	crash := func(t *testing.T, opts ...Option) *pgCluster {
+		pc := newPGCluster(t, 2, opts...)
+		pc.pg[1].lsn.Store(900)
+		pc.pg[2].lsn.Store(1000)
+		pc.pg[0].fail.Store(true)
+		pc.probe()
+		pc.probe()
+		require.Empty(t, pc.db.Status().Primary)
+		return pc
+	}
+	t.Run("promotes the most advanced replica once the replicas agree", func(t *testing.T) {
+		pc := crash(t, WithAutoPromote(5*time.Second))
+		pc.pg[1].streaming.Store(false)
+		pc.pg[2].streaming.Store(false)
+		pc.clock.advance(4 * time.Second)
+		pc.probe()
+		assert.Zero(t, pc.pg[2].promotes.Load(), "not before the configured time")
+		pc.clock.advance(2 * time.Second)
+		pc.probe()
+		waitFor(t, 10*time.Second, "promotion", func() bool { return pc.pg[2].promotes.Load() == 1 })
+		assert.Zero(t, pc.pg[1].promotes.Load())
+		waitFor(t, 10*time.Second, "promotion finished", func() bool {
+			pc.db.mu.Lock()
+			defer pc.db.mu.Unlock()
+			return !pc.db.hs.promoting
+		})
+		pc.probe()
+		assert.Equal(t, "replica2", pc.db.Status().Primary)
+		assert.Contains(t, pc.eventKinds(), EventPromoted)
+	})
+	t.Run("no promotion while a replica still streams", func(t *testing.T) {
+		pc := crash(t, WithAutoPromote(time.Second))
+		pc.pg[2].streaming.Store(false) // replica1 still streams from the primary: only we lost it
+		for range 5 {
+			pc.clock.advance(time.Second)
+			pc.probe()
+		}
+		assert.Zero(t, pc.pg[1].promotes.Load()+pc.pg[2].promotes.Load())
+		assert.Empty(t, pc.db.Status().Primary)
+	})
+	t.Run("off by default", func(t *testing.T) {
+		pc := crash(t)
+		pc.pg[1].streaming.Store(false)
+		pc.pg[2].streaming.Store(false)
+		pc.clock.advance(time.Hour)
+		pc.probe()
+		assert.Zero(t, pc.pg[1].promotes.Load()+pc.pg[2].promotes.Load())
+	})
+}
+
+func TestMaxLagExcludesAndReadmits(t *testing.T) {
+	ctx := context.Background()
+	t.Run("bytes", func(t *testing.T) {
+		pc := newPGCluster(t, 2, WithMaxLag(1000, 0))
+		pc.pg[0].lsn.Store(10_000)
+		pc.pg[1].lsn.Store(10_000)
+		pc.pg[2].lsn.Store(5_000)
+		pc.probe()
+		pc.probe() // the primary's position is sampled once it is the primary
+		r2 := nodeStatus(t, pc.db, "replica2")
+		assert.True(t, r2.LagExcluded)
+		assert.Equal(t, int64(5000), r2.LagBytes)
+		for range 6 {
+			assert.Equal(t, "replica1", served(t, pc.db, ctx, "SELECT 1"))
+		}
+		assert.Contains(t, pc.eventKinds(), EventReplicaExcluded)
+		pc.pg[2].lsn.Store(10_000)
+		pc.probe()
+		assert.False(t, nodeStatus(t, pc.db, "replica2").LagExcluded)
+		assert.Contains(t, pc.eventKinds(), EventReplicaIncluded)
+	})
+	t.Run("time, measured against the primary's positions", func(t *testing.T) {
+		pc := newPGCluster(t, 1, WithMaxLag(0, 2*time.Second))
+		pc.pg[0].lsn.Store(100)
+		pc.pg[1].lsn.Store(100)
+		pc.probe()
+		pc.clock.advance(time.Second)
+		pc.pg[0].lsn.Store(200) // a write the replica has not replayed
+		pc.probe()
+		r := nodeStatus(t, pc.db, "replica1")
+		assert.Zero(t, r.LagTime)
+		assert.False(t, r.LagExcluded)
+		pc.clock.advance(3 * time.Second)
+		pc.probe()
+		r = nodeStatus(t, pc.db, "replica1")
+		assert.Equal(t, 3*time.Second, r.LagTime)
+		assert.True(t, r.LagExcluded)
+		// Every replica over the limit: reads use the primary.
+		assert.Equal(t, "primary", served(t, pc.db, ctx, "SELECT 1"))
+		pc.pg[1].lsn.Store(200)
+		pc.clock.advance(time.Minute) // an idle primary does not make it late
+		pc.probe()
+		r = nodeStatus(t, pc.db, "replica1")
+		assert.Zero(t, r.LagTime)
+		assert.False(t, r.LagExcluded)
+	})
+	t.Run("fallback off", func(t *testing.T) {
+		pc := newPGCluster(t, 1, WithMaxLag(10, 0), WithReplicaFallback(false))
+		pc.pg[0].lsn.Store(100)
+		pc.probe()
+		pc.probe()
+		assert.ErrorIs(t, pc.db.QueryRowContext(ctx, "SELECT 1").Scan(new(string)), ErrNoReplica)
+	})
+}
+
+func TestProbeCadence(t *testing.T) {
+	pc := newPGCluster(t, 1, WithProbeInterval(5*time.Second), WithMaxBackoff(800*time.Millisecond))
+	p, r := pc.db.nodes[0], pc.db.nodes[1]
+	assert.Equal(t, 5*time.Second, pc.db.probeDelay(r), "all well: the probe interval")
+
+	pc.pg[1].fail.Store(true)
+	pc.probe()
+	assert.Equal(t, DefaultFastProbeInterval, pc.db.probeDelay(r), "a failed probe is confirmed fast")
+	pc.probe()
+	var last time.Duration
+	for range 10 {
+		last = pc.db.probeDelay(r)
+		assert.LessOrEqual(t, last, 800*time.Millisecond, "backoff is capped")
+	}
+	assert.Greater(t, last, DefaultFastProbeInterval, "a down node is probed with growing backoff")
+
+	pc.pg[0].fail.Store(true)
+	pc.probe()
+	assert.Equal(t, DefaultFastProbeInterval, pc.db.probeDelay(p), "a suspect primary: probe fast")
+}
+
+func TestEventsAreEmittedWithoutTheLock(t *testing.T) {
+	var calls int
+	var pc *pgCluster
+	pc = newPGCluster(t, 1, WithEventHook(func(e Event) {
+		calls++
+		_ = pc.db.Status() // deadlocks if the hook ran under DB.mu
+	}))
+	pc.pg[1].fail.Store(true)
+	pc.probe()
+	pc.probe()
+	assert.Positive(t, calls)
+}
+
+func TestNoStateWrittenAfterClose(t *testing.T) {
+	pc := newPGCluster(t, 1)
+	require.NoError(t, pc.db.Close())
+	before := pc.db.Status()
+	pc.db.apply(pc.db.nodes[0], probeResult{err: sql.ErrConnDone}, 0)
+	pc.db.apply(pc.db.nodes[0], probeResult{err: sql.ErrConnDone}, 0)
+	assert.Equal(t, before, pc.db.Status())
+}
+
+func TestBackgroundProbesFollowAPromotion(t *testing.T) {
+	// The real loop, fast: the primary fails, a replica is promoted, and
+	// writes follow without a hand-run probe. Time here is real.
+	f := newFakeNodes(t, 1)
+	pgs := []*fakePG{newFakePG(f.conns[0], false, 1), newFakePG(f.conns[1], true, 1)}
+	db, err := New(f.dbs[0], f.dbs[1:], WithProbeInterval(20*time.Millisecond), WithPrimaryWait(10*time.Second))
+	require.NoError(t, err)
+	defer db.Close()
+	require.Equal(t, "primary", db.Status().Primary)
+	f.conns[0].SetDown(true)
+	pgs[1].inRecovery.Store(false)
+	pgs[1].timeline.Store(2)
+	waitFor(t, 10*time.Second, "the promoted replica to be primary", func() bool {
+		return db.Status().Primary == "replica1"
+	})
+	_, err = db.ExecContext(context.Background(), "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	assert.Equal(t, 1, f.conns[1].Count(fakedriver.OpExec))
+	waitFor(t, 10*time.Second, "old primary down", func() bool {
+		return nodeStatus(t, db, "primary").State == StateDown
+	})
+}
