@@ -14,7 +14,7 @@ const (
 	EventNodeUp                               // a down node answered a probe again
 	EventRoleChanged                          // a node's probes report another role (Detail: "replica -> primary")
 	EventPrimaryChanged                       // writes now go to Node (Detail: the previous primary, or "")
-	EventNoPrimary                            // no node is known to be primary; writes wait (Detail: the last primary)
+	EventNoPrimary                            // no node is known to be primary; writes wait (Node: the last primary)
 	EventFenced                               // Node reports being a primary but lost to a higher timeline
 	EventUnfenced                             // a fenced node reports being in recovery again
 	EventReplicaExcluded                      // a replica stopped serving reads (Detail: why: "lag", "timeline")

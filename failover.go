@@ -65,7 +65,7 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 		}
 		if primary == nil {
 			hs.lostAt = now
-			events = append(events, db.event(EventNoPrimary, hs.primary, now, prev, nil))
+			events = append(events, db.event(EventNoPrimary, hs.primary, now, "", nil))
 		} else {
 			events = append(events, db.event(EventPrimaryChanged, primary, now, prev, nil))
 		}

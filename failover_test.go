@@ -1,0 +1,475 @@
+package dbrouter
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dbrouter/dbrouter/internal/pgcluster"
+	"github.com/dbrouter/dbrouter/internal/tcpproxy"
+)
+
+// Failover on a real primary + 2 replicas, under a steady concurrent read and
+// write load. Every read and write records, server-side, which node ran it
+// (cluster_name), so the tests assert where each statement went. The figures
+// they print (FAILOVER …) are what the README reports.
+
+// op is one statement of the load.
+type op struct {
+	start, end time.Time
+	node       string // the node that ran it, by its own account
+	err        error
+}
+
+// load runs readers and writers against db until stopped.
+type load struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex // protects following fields
+	reads  []op
+	writes []op
+}
+
+// startLoad starts readers and writers. Each call has its own deadline
+// (callTimeout). Writers insert into table and read back, with RETURNING,
+// the node that inserted.
+func startLoad(t *testing.T, db *DB, table string, readers, writers int, callTimeout time.Duration) *load {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{cancel: cancel}
+	run := func(write bool) {
+		defer l.wg.Done()
+		tick := time.NewTicker(5 * time.Millisecond) // pace: a steady load, not a busy loop
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			cctx, ccancel := context.WithTimeout(ctx, callTimeout)
+			o := op{start: time.Now()}
+			if write {
+				o.err = db.QueryRowContext(cctx, "INSERT INTO "+table+" (v) VALUES ($1) RETURNING current_setting('cluster_name')", i).Scan(&o.node)
+			} else {
+				o.err = db.QueryRowContext(cctx, whoServes).Scan(&o.node)
+			}
+			o.end = time.Now()
+			ccancel()
+			if ctx.Err() != nil {
+				return // stopped mid-call: not a result
+			}
+			l.mu.Lock()
+			if write {
+				l.writes = append(l.writes, o)
+			} else {
+				l.reads = append(l.reads, o)
+			}
+			l.mu.Unlock()
+		}
+	}
+	for range readers {
+		l.wg.Add(1)
+		go run(false)
+	}
+	for range writers {
+		l.wg.Add(1)
+		go run(true)
+	}
+	t.Cleanup(l.stop)
+	return l
+}
+
+func (l *load) stop() {
+	l.cancel()
+	l.wg.Wait()
+}
+
+func (l *load) snapshot() (reads, writes []op) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.reads), slices.Clone(l.writes)
+}
+
+// waitWrites waits until n more writes than now succeeded on node.
+func (l *load) waitWrites(t *testing.T, node string, n int, timeout time.Duration) {
+	t.Helper()
+	count := func() int {
+		_, ws := l.snapshot()
+		c := 0
+		for _, w := range ws {
+			if w.err == nil && w.node == node {
+				c++
+			}
+		}
+		return c
+	}
+	base := count()
+	waitFor(t, timeout, fmt.Sprintf("%d writes on %s", n, node), func() bool { return count() >= base+n })
+}
+
+func failed(ops []op, after time.Time) (n int, first error) {
+	for _, o := range ops {
+		if o.err != nil && !o.start.Before(after) {
+			if n == 0 {
+				first = o.err
+			}
+			n++
+		}
+	}
+	return n, first
+}
+
+// servedBetween lists the nodes that served successful ops that started in [from, to).
+func servedBetween(ops []op, from, to time.Time) map[string]int {
+	m := map[string]int{}
+	for _, o := range ops {
+		if o.err == nil && !o.start.Before(from) && o.start.Before(to) {
+			m[o.node]++
+		}
+	}
+	return m
+}
+
+// firstSuccessOn returns when the first write that succeeded on node ended.
+func firstSuccessOn(ops []op, node string) (time.Time, bool) {
+	var first time.Time
+	for _, o := range ops {
+		if o.err == nil && o.node == node && (first.IsZero() || o.end.Before(first)) {
+			first = o.end
+		}
+	}
+	return first, !first.IsZero()
+}
+
+func createLoadTable(t *testing.T, ctx context.Context, db *DB, table string) {
+	t.Helper()
+	_, err := db.ExecContext(ctx, "CREATE TABLE "+table+" (id bigserial PRIMARY KEY, v int, node text DEFAULT current_setting('cluster_name'))")
+	require.NoError(t, err)
+}
+
+// TestFailoverCrash crashes the primary under load, promotes a replica
+// externally, leaves the other replica behind on the old timeline for a
+// while, re-points it, and finally brings the old primary back as a primary
+// on its old timeline.
+func TestFailoverCrash(t *testing.T) {
+	c := newCluster(t, 2)
+	ctx := testContext(t, 4*time.Minute)
+	nodes := c.Nodes()
+	n0, n1, n2 := nodes[0], nodes[1], nodes[2]
+	var events eventLog
+	db := openRouter(t, c, WithEventHook(events.add))
+	createLoadTable(t, ctx, db, "crash_t")
+
+	l := startLoad(t, db, "crash_t", 4, 2, 5*time.Second)
+	l.waitWrites(t, "node0", 20, time.Minute)
+	// Every replica holds every write so far, so either may be promoted
+	// without losing what the router acknowledged.
+	waitReplicated(t, ctx, c, "crash_t")
+
+	crashAt := time.Now()
+	require.NoError(t, n0.Crash(ctx))
+	promotedAt := promote(t, ctx, n1)
+	l.waitWrites(t, "node1", 20, time.Minute)
+
+	reads, writes := l.snapshot()
+	first, ok := firstSuccessOn(writes, "node1")
+	require.True(t, ok)
+	resume := max(first.Sub(promotedAt), 0)
+	readErrs, firstReadErr := failed(reads, crashAt)
+	writeErrs, _ := failed(writes, crashAt)
+	t.Logf("FAILOVER crash (%s backend): promotion -> first write on new primary %v; crash -> first write %v; read errors %d; write errors %d (writes to the crashed primary before it was known down)",
+		c.Backend(), resume.Round(time.Millisecond), first.Sub(crashAt).Round(time.Millisecond), readErrs, writeErrs)
+	assert.Zero(t, readErrs, "no read fails during the failover (first: %v)", firstReadErr)
+	assert.Less(t, resume, 10*time.Second, "writes resume on the new primary")
+	for _, w := range writes {
+		if w.err != nil {
+			continue
+		}
+		switch {
+		case w.end.Before(crashAt):
+			assert.Equal(t, "node0", w.node)
+		case w.start.After(promotedAt):
+			assert.Equal(t, "node1", w.node, "after the promotion every write goes to the new primary")
+		default:
+			assert.Contains(t, []string{"node0", "node1"}, w.node)
+		}
+	}
+
+	// The replica left behind (still pointed at the dead primary) holds none
+	// of the new writes: from the first write on the new primary on, it
+	// serves no reads.
+	assert.Zero(t, servedBetween(reads, first, time.Now())["node2"], "node2 is on the old timeline")
+	st := nodeStatus(t, db, "node2")
+	assert.True(t, st.StaleTimeline, "%+v", st)
+	assert.False(t, st.Readable)
+
+	// Re-pointed at node1, node2 streams on timeline 2 and serves reads
+	// again. (Re-pointed only after the old primary returned, it might have
+	// followed that one past the fork and need pg_rewind.)
+	require.NoError(t, n2.Repoint(ctx, n1))
+	require.NoError(t, n2.WaitStreaming(ctx))
+	waitFor(t, time.Minute, "node2 readable again", func() bool { return nodeStatus(t, db, "node2").Readable })
+	readmitted := time.Now()
+	waitFor(t, time.Minute, "reads on node2", func() bool {
+		reads, _ := l.snapshot()
+		return servedBetween(reads, readmitted, time.Now())["node2"] > 0
+	})
+	// The old primary returns as a primary on its old timeline: fenced.
+	require.NoError(t, n0.Start(ctx))
+	waitFor(t, time.Minute, "node0 fenced", func() bool { return nodeStatus(t, db, "node0").State == StateFenced })
+	fencedAt := time.Now()
+	before := nodeStatus(t, db, "node0")
+	l.waitWrites(t, "node1", 30, time.Minute)
+	reads, writes = l.snapshot()
+	after := nodeStatus(t, db, "node0")
+	assert.Zero(t, servedBetween(reads, fencedAt, time.Now())["node0"], "no read reaches the fenced old primary")
+	assert.Zero(t, servedBetween(writes, fencedAt, time.Now())["node0"], "no write reaches the fenced old primary")
+	assert.Equal(t, before.Reads+before.Writes, after.Reads+after.Writes, "its counters do not move")
+	assert.Equal(t, "node1", db.Status().Primary)
+	assert.True(t, events.has(EventFenced, "node0"))
+
+	l.stop()
+	reads, _ = l.snapshot()
+	readErrs, firstReadErr = failed(reads, crashAt)
+	assert.Zero(t, readErrs, "no read failed in the whole episode (first: %v)", firstReadErr)
+	t.Logf("FAILOVER crash (%s backend): %d reads, %d writes in the episode; events: %s", c.Backend(), len(reads), len(writes), events.String())
+}
+
+// TestFailoverHang freezes the primary (SIGSTOP / container pause): its TCP
+// port still accepts, nothing answers. Calls with a deadline return by it, no
+// goroutines pile up, and after a replica is promoted writes go there.
+func TestFailoverHang(t *testing.T) {
+	c := newCluster(t, 2)
+	ctx := testContext(t, 4*time.Minute)
+	n0, n1 := c.Nodes()[0], c.Nodes()[1]
+	db := openRouter(t, c)
+	createLoadTable(t, ctx, db, "hang_t")
+	const callTimeout = time.Second
+	l := startLoad(t, db, "hang_t", 4, 2, callTimeout)
+	l.waitWrites(t, "node0", 20, time.Minute)
+	waitReplicated(t, ctx, c, "hang_t")
+	baseline := runtime.NumGoroutine()
+
+	frozenAt := time.Now()
+	require.NoError(t, n0.Freeze(ctx))
+	waitFor(t, time.Minute, "the router to see the frozen primary down", func() bool {
+		return nodeStatus(t, db, "node0").State == StateDown
+	})
+	detected := time.Since(frozenAt)
+	during := runtime.NumGoroutine()
+	promotedAt := promote(t, ctx, n1)
+	l.waitWrites(t, "node1", 20, time.Minute)
+	l.stop()
+	reads, writes := l.snapshot()
+	first, ok := firstSuccessOn(writes, "node1")
+	require.True(t, ok)
+	resume := max(first.Sub(promotedAt), 0)
+	var slowest time.Duration
+	for _, o := range append(reads, writes...) {
+		slowest = max(slowest, o.end.Sub(o.start))
+	}
+	readErrs, firstReadErr := failed(reads, frozenAt)
+	writeErrs, _ := failed(writes, frozenAt)
+	t.Logf("FAILOVER hang (%s backend): frozen primary seen down after %v; promotion -> first write %v; slowest call %v (deadline %v); goroutines %d -> %d; read errors %d; write errors %d",
+		c.Backend(), detected.Round(time.Millisecond), resume.Round(time.Millisecond), slowest.Round(time.Millisecond), callTimeout, baseline, during, readErrs, writeErrs)
+	assert.Zero(t, readErrs, "reads go to replicas (first: %v)", firstReadErr)
+	assert.Less(t, resume, 5*time.Second)
+	assert.Less(t, slowest, callTimeout+2*time.Second, "calls return by their deadline")
+	assert.Less(t, during, baseline+40, "no goroutines pile up on the frozen node")
+	for _, w := range writes {
+		if w.err == nil && w.start.After(promotedAt) {
+			assert.Equal(t, "node1", w.node)
+		}
+	}
+}
+
+// TestNetworkCut puts a TCP proxy between the router and each node (the
+// nodes replicate directly). Cutting the primary off from the router alone
+// must not promote anything, even with auto-promotion on; cutting a replica
+// off moves reads to the other replica with no failed read.
+func TestNetworkCut(t *testing.T) {
+	c := newCluster(t, 2)
+	ctx := testContext(t, 4*time.Minute)
+	var proxies []*tcpproxy.Proxy
+	var dsns []string
+	for _, n := range c.Nodes() {
+		p, err := tcpproxy.Start(n.Addr())
+		require.NoError(t, err)
+		t.Cleanup(func() { p.Close() })
+		proxies = append(proxies, p)
+		dsns = append(dsns, n.DSNFor("127.0.0.1", p.Port()))
+	}
+	const after = time.Second
+	db, err := Open("pgx", dsns[0], dsns[1:], WithNames("node0", "node1", "node2"), WithAutoPromote(after), WithPrimaryWait(0))
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	createLoadTable(t, ctx, db, "cut_t")
+	l := startLoad(t, db, "cut_t", 4, 0, 5*time.Second)
+	waitFor(t, time.Minute, "reads", func() bool { r, _ := l.snapshot(); return len(r) > 40 })
+
+	t.Run("primary cut from the router only: no promotion", func(t *testing.T) {
+		proxies[0].Cut(tcpproxy.Reset)
+		waitFor(t, time.Minute, "node0 down", func() bool { return nodeStatus(t, db, "node0").State == StateDown })
+		// Hold on for several times the promotion delay: nothing may happen.
+		deadline := time.Now().Add(4 * after)
+		for time.Now().Before(deadline) {
+			for _, n := range c.Replicas() {
+				rec, err := n.InRecovery(ctx)
+				require.NoError(t, err)
+				require.True(t, rec, "%s was promoted although it still streams from the primary", n.Name())
+			}
+			assert.Empty(t, db.Status().Primary)
+		}
+		_, err := db.ExecContext(ctx, "INSERT INTO cut_t (v) VALUES (1)")
+		assert.ErrorIs(t, err, ErrNoPrimary)
+		proxies[0].Restore()
+		waitFor(t, time.Minute, "node0 primary again", func() bool { return db.Status().Primary == "node0" })
+		_, err = db.ExecContext(ctx, "INSERT INTO cut_t (v) VALUES (1)")
+		assert.NoError(t, err)
+	})
+
+	t.Run("replica cut: reads move to the other replica", func(t *testing.T) {
+		cutAt := time.Now()
+		proxies[1].Cut(tcpproxy.Reset)
+		waitFor(t, time.Minute, "node1 down", func() bool { return nodeStatus(t, db, "node1").State == StateDown })
+		downAt := time.Now()
+		waitFor(t, time.Minute, "reads after the cut", func() bool {
+			r, _ := l.snapshot()
+			return servedBetween(r, downAt, time.Now())["node2"] > 40
+		})
+		reads, _ := l.snapshot()
+		errs, firstErr := failed(reads, cutAt)
+		assert.Zero(t, errs, "no read fails (first: %v)", firstErr)
+		assert.Zero(t, servedBetween(reads, downAt, time.Now())["node1"])
+		retries := nodeStatus(t, db, "node1").Retries
+		t.Logf("FAILOVER replica cut (%s backend): read errors %d; reads re-run on another node %d", c.Backend(), errs, retries)
+		proxies[1].Restore()
+		waitFor(t, time.Minute, "node1 readable again", func() bool { return nodeStatus(t, db, "node1").Readable })
+	})
+
+	t.Run("replica flapping never moves the primary", func(t *testing.T) {
+		for range 3 {
+			proxies[2].Cut(tcpproxy.Reset)
+			waitFor(t, time.Minute, "node2 down", func() bool { return nodeStatus(t, db, "node2").State == StateDown })
+			proxies[2].Restore()
+			waitFor(t, time.Minute, "node2 up", func() bool { return nodeStatus(t, db, "node2").State == StateUp })
+			assert.Equal(t, "node0", db.Status().Primary)
+		}
+		reads, _ := l.snapshot()
+		errs, firstErr := failed(reads, time.Time{})
+		assert.Zero(t, errs, "no read failed in the whole test (first: %v)", firstErr)
+	})
+}
+
+// TestAutoPromoteAfterCrash crashes the primary with auto-promotion on: the
+// replicas lose their WAL stream, so the router promotes the most advanced
+// one and writes resume there.
+func TestAutoPromoteAfterCrash(t *testing.T) {
+	c := newCluster(t, 2)
+	ctx := testContext(t, 4*time.Minute)
+	var events eventLog
+	db := openRouter(t, c, WithAutoPromote(time.Second), WithPrimaryWait(30*time.Second), WithEventHook(events.add))
+	createLoadTable(t, ctx, db, "auto_t")
+	l := startLoad(t, db, "auto_t", 2, 2, 30*time.Second)
+	l.waitWrites(t, "node0", 20, time.Minute)
+	waitReplicated(t, ctx, c, "auto_t")
+	crashAt := time.Now()
+	require.NoError(t, c.Primary().Crash(ctx))
+	waitFor(t, 2*time.Minute, "a promotion", func() bool { return db.Status().Primary != "" && db.Status().Primary != "node0" })
+	promoted := db.Status().Primary
+	l.waitWrites(t, promoted, 20, time.Minute)
+	_, writes := l.snapshot()
+	first, _ := firstSuccessOn(writes, promoted)
+	t.Logf("FAILOVER auto-promote (%s backend): %s promoted; crash -> first write on it %v; events: %s",
+		c.Backend(), promoted, first.Sub(crashAt).Round(time.Millisecond), events.String())
+	assert.True(t, events.has(EventPromoted, promoted))
+	for _, n := range c.Replicas() {
+		rec, err := n.InRecovery(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, n.Name() != promoted, rec, "only %s was promoted", promoted)
+	}
+}
+
+// promote promotes n without waiting (pg_promote(false)) and watches it,
+// over one connection, every millisecond: it returns when n first reported
+// that it is out of recovery, the moment it could take writes.
+func promote(t *testing.T, ctx context.Context, n *pgcluster.Node) time.Time {
+	t.Helper()
+	h, err := n.Open()
+	require.NoError(t, err)
+	defer h.Close()
+	conn, err := h.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.ExecContext(ctx, "SELECT pg_promote(false)")
+	require.NoError(t, err)
+	for {
+		var rec bool
+		require.NoError(t, conn.QueryRowContext(ctx, "SELECT pg_is_in_recovery()").Scan(&rec))
+		if !rec {
+			return time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s not promoted: %v", n.Name(), ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// waitReplicated waits until every replica holds every row of table that
+// the primary holds.
+func waitReplicated(t *testing.T, ctx context.Context, c *pgcluster.Cluster, table string) {
+	t.Helper()
+	var want int
+	require.NoError(t, c.Primary().QueryRow(ctx, "SELECT count(*) FROM "+table, &want))
+	for _, r := range c.Replicas() {
+		waitFor(t, time.Minute, r.Name()+" caught up", func() bool {
+			var got int
+			return r.QueryRow(ctx, "SELECT count(*) FROM "+table, &got) == nil && got >= want
+		})
+	}
+}
+
+// eventLog collects events from the hook.
+type eventLog struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (l *eventLog) add(e Event) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) has(kind EventKind, node string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.ContainsFunc(l.events, func(e Event) bool { return e.Kind == kind && e.Node == node })
+}
+
+func (l *eventLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var s string
+	for i, e := range l.events {
+		if i > 0 {
+			s += ", "
+		}
+		s += e.Kind.String() + " " + e.Node
+		if e.Detail != "" {
+			s += " (" + e.Detail + ")"
+		}
+	}
+	return s
+}
