@@ -685,39 +685,3 @@ func TestIntegrationNamesHidePasswords(t *testing.T) {
 	assert.Equal(t, "42P01", sqlStateOf(err), "undefined_table, through the *NodeError")
 	assert.NotContains(t, err.Error(), secret)
 }
-
-// SCRATCH-BEGIN
-func TestScratchSessionQueryWriteLSN(t *testing.T) {
-	c := newCluster(t, 1)
-	db := openIntegrationRouter(t, c)
-	ctx := testContext(t, integrationTimeout)
-	tbl := createTable(t, ctx, db, c)
-	waitReplicas(t, ctx, c, "table "+tbl, "SELECT to_regclass($1) IS NOT NULL", tbl)
-	require.NoError(t, c.Replicas()[0].SetApplyDelay(ctx, 5*time.Second))
-	for _, tc := range []struct{ name, q string; n int }{
-		{"Query bulk INSERT RETURNING", "INSERT INTO "+tbl+" (v) SELECT $1 FROM generate_series(1, 200000) RETURNING id", 200000},
-		{"QueryRow INSERT RETURNING", "INSERT INTO "+tbl+" (v) VALUES ($1) RETURNING id", 1},
-		{"Exec", "", 1},
-	} {
-		s := NewSession()
-		sctx := WithSession(ctx, s)
-		v := tc.name
-		if tc.q == "" {
-			_, err := db.ExecContext(sctx, "INSERT INTO "+tbl+" (v) VALUES ($1)", v)
-			require.NoError(t, err)
-		} else {
-			rows, err := db.QueryContext(sctx, tc.q, v)
-			require.NoError(t, err)
-			time.Sleep(1500 * time.Millisecond) // scratch only: let a probe see the replica replay the insert records
-			for rows.Next() {
-			}
-			require.NoError(t, rows.Close())
-		}
-		time.Sleep(1500 * time.Millisecond)
-		var cnt int
-		var who string
-		require.NoError(t, db.QueryRowContext(sctx, "SELECT count(*), current_setting('cluster_name') FROM "+tbl+" WHERE v = $1", v).Scan(&cnt, &who))
-		t.Logf("%s: wrote %d, session read on %s saw %d (token %s, replica replayed %d)", tc.name, tc.n, who, cnt, s.Token(), db.Status().Nodes[1].LSN)
-	}
-}
-// SCRATCH-END

@@ -10,7 +10,7 @@ import (
 const (
 	benchQuery50 = `SELECT id, email FROM users WHERE id = $1 LIMIT 1`
 
-	benchQuery200 = `/* app:web,action:show */ SELECT "posts"."id", "posts"."title", "posts"."body" ` +
+	benchQuery200 = `/* app:web,action:show */ SELECT "posts"."id", "posts"."title", "posts"."body", "posts"."slug" ` +
 		`FROM "posts" INNER JOIN "users" ON "users"."id" = "posts"."author_id" ` +
 		`WHERE "users"."email" = $1 LIMIT $2`
 )

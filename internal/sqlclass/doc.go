@@ -10,8 +10,8 @@
 //
 // IsReadOnly is a real lexer for PostgreSQL's SQL syntax, not an upper-case
 // and substring search. It skips whitespace, `--` line comments and nested
-// `/* */` block comments, and it knows every kind of literal: '...' with ''
-// doubling, E'...' escape strings, B'...', X'...', N'...', U&'...' and
+// `/* */` block comments, and it knows every kind of literal: '...' with
+// doubled quotes, E'...' escape strings, B'...', X'...', N'...', U&'...' and
 // U&"..." Unicode forms, string continuation across newlines, dollar-quoted
 // strings ($$...$$, $tag$...$tag$; $1 is a parameter), and "quoted
 // identifiers". Keywords are compared case-insensitively. Nothing inside a
@@ -34,10 +34,13 @@
 //     column named "update" to the primary.
 //   - No row-locking clause: FOR followed by UPDATE, NO, KEY or SHARE.
 //   - No call of a function with side effects, such as nextval, setval,
-//     pg_advisory_lock, lo_import or set_config (see sideeffect.go for the
-//     full table). A call is an identifier followed by "(", so
+//     pg_advisory_lock, lo_import or set_config, or of one that runs SQL
+//     given as text, such as dblink or query_to_xml (see sideeffect.go for
+//     the full table). A call is an identifier followed by "(", so
 //     pg_catalog.nextval('s') is a call and a column named nextval is not.
 //     A quoted name is matched case-sensitively, as PostgreSQL resolves it.
+//     A U&"..." name before "(" or UESCAPE counts as such a call, since its
+//     escapes may spell any name.
 //
 // An empty or comment-only query, an unterminated literal or comment, a
 // lone "$" or a NUL byte is not provably read-only either.

@@ -5,10 +5,14 @@ package sqlclass
 // objects, WAL, replication slots), take advisory locks, notify, change
 // session or server state, act on other backends, or assign a transaction id
 // (txid_current, pg_current_xact_id), all of which either fail on a hot
-// standby or must happen on the connection that gets the writes. A test
-// keeps it sorted; lookups binary-search it without allocating.
+// standby or must happen on the connection that gets the writes. It also
+// holds functions that run SQL passed to them as text, which the lexer
+// cannot see into (dblink, query_to_xml, ts_stat). A test keeps it sorted;
+// lookups binary-search it without allocating.
 var sideEffectFuncs = [...]string{
+	"dblink",
 	"dblink_exec",
+	"dblink_send_query",
 	"nextval",
 	"pg_advisory_lock",
 	"pg_advisory_lock_shared",
@@ -41,8 +45,12 @@ var sideEffectFuncs = [...]string{
 	"pg_try_advisory_lock_shared",
 	"pg_try_advisory_xact_lock",
 	"pg_try_advisory_xact_lock_shared",
+	"query_to_xml",
+	"query_to_xml_and_xmlschema",
+	"query_to_xmlschema",
 	"set_config",
 	"setval",
+	"ts_stat",
 	"txid_current",
 }
 
