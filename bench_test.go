@@ -4,12 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // The router's benchmarks run beside the raw *sql.DB doing the same work on
 // the same fake driver: the ratio of the two is the router's overhead.
-// Compare with benchstat, or read the pairs: BenchmarkX/raw vs
-// BenchmarkX/router.
+// Compare with benchstat, or read the pairs: BenchmarkRouter/Op/raw vs
+// BenchmarkRouter/Op/router.
 
 const benchRead = "SELECT id, name, email FROM users WHERE id = $1 AND deleted_at IS NULL"
 
@@ -34,137 +36,71 @@ func benchTargets(b testing.TB) []benchTarget {
 	}
 }
 
-func BenchmarkQuery(b *testing.B) {
-	ctx := context.Background()
-	for _, tg := range benchTargets(b) {
-		b.Run(tg.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				rows, err := tg.db.QueryContext(ctx, benchRead, 1)
-				if err != nil {
-					b.Fatal(err)
-				}
-				rows.Close()
-			}
-		})
-	}
+// benchOps are the hot paths, each one call through a benchTarget.
+var benchOps = []struct {
+	name string
+	do   func(ctx context.Context, tg benchTarget) error
+}{
+	{"Query", func(ctx context.Context, tg benchTarget) error {
+		rows, err := tg.db.QueryContext(ctx, benchRead, 1)
+		if err != nil {
+			return err
+		}
+		return rows.Close()
+	}},
+	{"QueryRow", func(ctx context.Context, tg benchTarget) error {
+		var s string
+		return tg.db.QueryRowContext(ctx, benchRead, 1).Scan(&s)
+	}},
+	{"Exec", func(ctx context.Context, tg benchTarget) error {
+		_, err := tg.db.ExecContext(ctx, "UPDATE users SET seen = now() WHERE id = $1", 1)
+		return err
+	}},
+	{"BeginTx", func(ctx context.Context, tg benchTarget) error {
+		tx, err := tg.beg(ctx, nil)
+		if err != nil {
+			return err
+		}
+		return tx.Commit()
+	}},
 }
 
-func BenchmarkQueryRow(b *testing.B) {
+// BenchmarkRouter runs each hot path serially, raw beside router.
+func BenchmarkRouter(b *testing.B) {
 	ctx := context.Background()
-	for _, tg := range benchTargets(b) {
-		b.Run(tg.name, func(b *testing.B) {
-			b.ReportAllocs()
-			var s string
-			for b.Loop() {
-				if err := tg.db.QueryRowContext(ctx, benchRead, 1).Scan(&s); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
-func BenchmarkExec(b *testing.B) {
-	ctx := context.Background()
-	for _, tg := range benchTargets(b) {
-		b.Run(tg.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := tg.db.ExecContext(ctx, "UPDATE users SET seen = now() WHERE id = $1", 1); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
-func BenchmarkBeginTx(b *testing.B) {
-	ctx := context.Background()
-	for _, tg := range benchTargets(b) {
-		b.Run(tg.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				tx, err := tg.beg(ctx, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := tx.Commit(); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
-func BenchmarkQueryRowParallel(b *testing.B) {
-	for _, tg := range benchTargets(b) {
-		b.Run(tg.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
-				var s string
-				for pb.Next() {
-					if err := tg.db.QueryRowContext(ctx, benchRead, 1).Scan(&s); err != nil {
+	tgs := benchTargets(b)
+	for _, op := range benchOps {
+		for _, tg := range tgs {
+			b.Run(op.name+"/"+tg.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := op.do(ctx, tg); err != nil {
 						b.Fatal(err)
 					}
 				}
 			})
-		})
+		}
 	}
 }
 
-func BenchmarkQueryParallel(b *testing.B) {
-	for _, tg := range benchTargets(b) {
-		b.Run(tg.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
-				for pb.Next() {
-					rows, err := tg.db.QueryContext(ctx, benchRead, 1)
-					if err != nil {
-						b.Fatal(err)
+// BenchmarkRouterParallel runs each hot path from GOMAXPROCS goroutines.
+func BenchmarkRouterParallel(b *testing.B) {
+	tgs := benchTargets(b)
+	for _, op := range benchOps {
+		for _, tg := range tgs {
+			b.Run(op.name+"/"+tg.name, func(b *testing.B) {
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					ctx := context.Background()
+					for pb.Next() {
+						if err := op.do(ctx, tg); err != nil {
+							b.Error(err)
+							return
+						}
 					}
-					rows.Close()
-				}
+				})
 			})
-		})
-	}
-}
-
-func BenchmarkExecParallel(b *testing.B) {
-	for _, tg := range benchTargets(b) {
-		b.Run(tg.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
-				for pb.Next() {
-					if _, err := tg.db.ExecContext(ctx, "UPDATE users SET seen = now() WHERE id = $1", 1); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		})
-	}
-}
-
-func BenchmarkBeginTxParallel(b *testing.B) {
-	for _, tg := range benchTargets(b) {
-		b.Run(tg.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				ctx := context.Background()
-				for pb.Next() {
-					tx, err := tg.beg(ctx, nil)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := tx.Commit(); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		})
+		}
 	}
 }
 
@@ -174,25 +110,10 @@ func TestRouterAddsNoAllocations(t *testing.T) {
 	ctx := context.Background()
 	tgs := benchTargets(t)
 	raw, rt := tgs[0], tgs[1]
-	cases := map[string]func(tg benchTarget){
-		"QueryRow": func(tg benchTarget) {
-			var s string
-			_ = tg.db.QueryRowContext(ctx, benchRead, 1).Scan(&s)
-		},
-		"Query": func(tg benchTarget) {
-			rows, _ := tg.db.QueryContext(ctx, benchRead, 1)
-			rows.Close()
-		},
-		"Exec": func(tg benchTarget) { _, _ = tg.db.ExecContext(ctx, "UPDATE users SET a = 1") },
-		"BeginTx": func(tg benchTarget) {
-			tx, _ := tg.beg(ctx, nil)
-			_ = tx.Commit()
-		},
-	}
-	for name, f := range cases {
-		t.Run(name, func(t *testing.T) {
-			want := testing.AllocsPerRun(200, func() { f(raw) })
-			got := testing.AllocsPerRun(200, func() { f(rt) })
+	for _, op := range benchOps {
+		t.Run(op.name, func(t *testing.T) {
+			want := testing.AllocsPerRun(200, func() { require.NoError(t, op.do(ctx, raw)) })
+			got := testing.AllocsPerRun(200, func() { require.NoError(t, op.do(ctx, rt)) })
 			if got > want {
 				t.Errorf("router: %.1f allocs per call, raw *sql.DB: %.1f", got, want)
 			}

@@ -86,6 +86,14 @@ func TestCausalSession(t *testing.T) {
 		assert.Equal(t, "replica1", served(t, pc.db, sctx, "SELECT 1"), "only the replica that caught up")
 	}
 
+	// A custom router naming a replica that has not caught up is overruled.
+	routed := newPGCluster(t, 2, WithRouter(func(context.Context, string, bool) Target { return NodeNamed("replica2") }))
+	routed.pg[1].lsn.Store(600)
+	routed.pg[2].lsn.Store(450)
+	routed.probe()
+	assert.Equal(t, "replica2", served(t, routed.db, ctx, "SELECT 1"))
+	assert.Equal(t, "replica1", served(t, routed.db, sctx, "SELECT 1"), "the session needs 500")
+
 	// The token carries the position to another DB.
 	other := newPGCluster(t, 2)
 	other.pg[1].lsn.Store(450)

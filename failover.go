@@ -154,7 +154,9 @@ func (db *DB) lagLocked(n *node, now time.Time) bool {
 // promotion is on, no primary has been reachable for the configured time,
 // and every reachable replica reports that its WAL receiver is not streaming
 // (they agree the primary is gone: a network cut between the application and
-// the primary alone must not promote). It picks the replica on the highest
+// the primary alone must not promote). A replica whose receiver state the
+// probing role may not see (no pg_read_all_stats) counts as streaming, so
+// such a role never promotes. It picks the replica on the highest
 // timeline with the highest replayed WAL position.
 func (db *DB) promotionCandidateLocked(now time.Time) *node {
 	hs := &db.hs
@@ -167,7 +169,8 @@ func (db *DB) promotionCandidateLocked(now time.Time) *node {
 		if !n.h.probed || !n.h.up || n.h.role != RoleReplica {
 			continue
 		}
-		if n.h.streaming {
+		if n.h.receiver == "streaming" || n.h.receiver == "hidden" {
+			// It streams from a primary we cannot reach, or we cannot tell.
 			return nil
 		}
 		if best == nil || n.h.timeline > best.h.timeline ||

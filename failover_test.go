@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -472,4 +473,38 @@ func (l *eventLog) String() string {
 		}
 	}
 	return s
+}
+
+// TestIntegrationProbeAsPlainRole probes as a role without pg_monitor:
+// roles, positions and timelines are learned all the same; the WAL
+// receiver's state is hidden, which keeps auto-promotion from acting.
+func TestIntegrationProbeAsPlainRole(t *testing.T) {
+	c := sharedCluster(t)
+	ctx := testContext(t, time.Minute)
+	require.NoError(t, c.Primary().Exec(ctx, "DO $$ BEGIN CREATE ROLE plain_app LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"))
+	var dsns []string
+	for _, n := range c.Nodes() {
+		dsns = append(dsns, strings.Replace(n.DSN(), "postgres://postgres@", "postgres://plain_app@", 1))
+	}
+	var db *DB
+	waitFor(t, time.Minute, "the role on every replica", func() bool {
+		if db != nil {
+			db.Close()
+		}
+		var err error
+		db, err = Open("pgx", dsns[0], dsns[1:], WithNames("node0", "node1", "node2"), WithAutoPromote(time.Second))
+		require.NoError(t, err)
+		s := db.Status()
+		return s.Nodes[1].State == StateUp && s.Nodes[2].State == StateUp
+	})
+	defer db.Close()
+	s := db.Status()
+	assert.Equal(t, "node0", s.Primary)
+	for _, n := range s.Nodes[1:] {
+		assert.Equal(t, RoleReplica, n.Role)
+		assert.Equal(t, uint32(1), n.Timeline)
+		assert.Equal(t, "hidden", n.WALReceiver)
+		assert.True(t, n.Readable)
+	}
+	assert.Contains(t, []string{"node1", "node2"}, servedBy(t, ctx, db))
 }

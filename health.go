@@ -86,7 +86,7 @@ type probeResult struct {
 	inRecovery bool
 	lsn        uint64 // current WAL position on a primary, replayed on a replica
 	timeline   uint32 // 0 when unknown
-	streaming  bool   // a replica's WAL receiver streams
+	receiver   string // a replica's WAL receiver: "streaming", "none", "hidden", …; "" on a primary
 }
 
 type genericDialect struct{}
@@ -101,7 +101,9 @@ type postgresDialect struct{}
 func (postgresDialect) knowsRoles() bool { return true }
 
 // postgresProbe learns, in one round trip, whether the node is in recovery,
-// its WAL position, its timeline and whether its WAL receiver streams. The
+// its WAL position, its timeline and the state of its WAL receiver ("none"
+// when it runs none; "hidden" when the probing role lacks pg_read_all_stats
+// and sees no details). The
 // current timeline of a primary is the first 8 hex digits of its current WAL
 // file name ((pg_control_checkpoint()).timeline_id lags after a promotion
 // until the next checkpoint); a replica's is the one its receiver streams,
@@ -110,7 +112,7 @@ const postgresProbe = `SELECT r,
 	(CASE WHEN r THEN COALESCE(pg_last_wal_replay_lsn(), '0/0') ELSE pg_current_wal_lsn() END - '0/0')::text,
 	CASE WHEN r THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id)
 		ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
-	r AND COALESCE((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false)
+	CASE WHEN r THEN COALESCE((SELECT COALESCE(status, 'hidden') FROM pg_stat_wal_receiver), 'none') ELSE '' END
 FROM pg_is_in_recovery() AS r`
 
 func (postgresDialect) probe(ctx context.Context, db *sql.DB) probeResult {
@@ -119,7 +121,7 @@ func (postgresDialect) probe(ctx context.Context, db *sql.DB) probeResult {
 		lsn string
 		tl  sql.NullInt64
 	)
-	r.err = db.QueryRowContext(ctx, postgresProbe).Scan(&r.inRecovery, &lsn, &tl, &r.streaming)
+	r.err = db.QueryRowContext(ctx, postgresProbe).Scan(&r.inRecovery, &lsn, &tl, &r.receiver)
 	if r.err != nil {
 		return r
 	}
@@ -134,23 +136,23 @@ func (postgresDialect) probe(ctx context.Context, db *sql.DB) probeResult {
 
 // nodeHealth is a node's probed state. It is protected by DB.mu.
 type nodeHealth struct {
-	probed    bool // a probe has finished
-	up        bool
-	fails     int  // consecutive failed probes
-	role      Role // observed; the configured role until a probe says
-	fenced    bool
-	eligible  bool // serves reads now
-	lsn       uint64
-	timeline  uint32
-	streaming bool
-	latency   time.Duration
-	lastErr   error
-	since     time.Time // when state or role last changed
-	lagBytes  int64
-	lagTime   time.Duration
-	lagged    bool // excluded from reads for lag
-	staleTL   bool // excluded from reads for being on an older timeline
-	bo        *backoff.ExponentialBackOff
+	probed   bool // a probe has finished
+	up       bool
+	fails    int  // consecutive failed probes
+	role     Role // observed; the configured role until a probe says
+	fenced   bool
+	eligible bool // serves reads now
+	lsn      uint64
+	timeline uint32
+	receiver string // WAL receiver state, see probeResult
+	latency  time.Duration
+	lastErr  error
+	since    time.Time // when state or role last changed
+	lagBytes int64
+	lagTime  time.Duration
+	lagged   bool // excluded from reads for lag
+	staleTL  bool // excluded from reads for being on an older timeline
+	bo       *backoff.ExponentialBackOff
 }
 
 func (h *nodeHealth) state() State {
@@ -322,7 +324,7 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 				events = append(events, db.event(EventRoleChanged, n, now, h.role.String()+" -> "+role.String(), nil))
 				h.role, h.since = role, now
 			}
-			h.lsn, h.timeline, h.streaming = r.lsn, r.timeline, r.streaming
+			h.lsn, h.timeline, h.receiver = r.lsn, r.timeline, r.receiver
 			n.replayed.Store(r.lsn)
 			if role == RolePrimary {
 				db.samplePrimaryLocked(n, now)

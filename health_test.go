@@ -295,6 +295,18 @@ func TestAutoPromote(t *testing.T) {
 		assert.Zero(t, pc.pg[1].promotes.Load()+pc.pg[2].promotes.Load())
 		assert.Empty(t, pc.db.Status().Primary)
 	})
+	t.Run("no promotion when the receiver state is hidden from the probing role", func(t *testing.T) {
+		pc := crash(t, WithAutoPromote(time.Second))
+		pc.pg[1].streaming.Store(false)
+		pc.pg[2].streaming.Store(false)
+		pc.pg[1].hidden.Store(true)
+		for range 5 {
+			pc.clock.advance(time.Second)
+			pc.probe()
+		}
+		assert.Zero(t, pc.pg[1].promotes.Load()+pc.pg[2].promotes.Load())
+		assert.Equal(t, "hidden", nodeStatus(t, pc.db, "replica1").WALReceiver)
+	})
 	t.Run("off by default", func(t *testing.T) {
 		pc := crash(t)
 		pc.pg[1].streaming.Store(false)

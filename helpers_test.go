@@ -95,6 +95,7 @@ type fakePG struct {
 	lsn        atomic.Uint64
 	timeline   atomic.Uint32
 	streaming  atomic.Bool
+	hidden     atomic.Bool // the receiver state is hidden from the probing role
 	fail       atomic.Bool // probes fail as a refused connection would
 	promotes   atomic.Int32
 }
@@ -115,7 +116,7 @@ func (p *fakePG) respond(query string, _ []driver.NamedValue) ([]string, [][]dri
 			return nil, nil, driver.ErrBadConn
 		}
 		return []string{"r", "lsn", "tl", "streaming"}, [][]driver.Value{{
-			p.inRecovery.Load(), strconv.FormatUint(p.lsn.Load(), 10), int64(p.timeline.Load()), p.inRecovery.Load() && p.streaming.Load(),
+			p.inRecovery.Load(), strconv.FormatUint(p.lsn.Load(), 10), int64(p.timeline.Load()), p.receiver(),
 		}}, nil
 	case strings.Contains(query, "pg_current_wal_insert_lsn"), strings.Contains(query, "pg_last_wal_replay_lsn"):
 		return []string{"lsn"}, [][]driver.Value{{strconv.FormatUint(p.lsn.Load(), 10)}}, nil
@@ -126,6 +127,18 @@ func (p *fakePG) respond(query string, _ []driver.NamedValue) ([]string, [][]dri
 		return []string{"ok"}, [][]driver.Value{{true}}, nil
 	}
 	return []string{"node"}, [][]driver.Value{{p.c.Name()}}, nil
+}
+
+func (p *fakePG) receiver() string {
+	switch {
+	case !p.inRecovery.Load():
+		return ""
+	case p.hidden.Load():
+		return "hidden"
+	case p.streaming.Load():
+		return "streaming"
+	}
+	return "none"
 }
 
 // fakeClock is a clock tests move by hand.

@@ -76,9 +76,9 @@ func createTable(t *testing.T, ctx context.Context, db *DB, c *pgcluster.Cluster
 	return name
 }
 
-// eventually polls cond until it holds, failing the test with what and cond's
+// pollUntil polls cond until it holds, failing the test with what and cond's
 // last error when timeout (or ctx) ends first.
-func eventually(t testing.TB, ctx context.Context, timeout time.Duration, what string, cond func(context.Context) (bool, error)) {
+func pollUntil(t testing.TB, ctx context.Context, timeout time.Duration, what string, cond func(context.Context) (bool, error)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -108,7 +108,7 @@ func waitReplicas(t testing.TB, ctx context.Context, c *pgcluster.Cluster, what,
 	for _, n := range c.Replicas() {
 		h, err := n.Open()
 		require.NoError(t, err)
-		eventually(t, ctx, replicationWait, n.Name()+": "+what, func(ctx context.Context) (bool, error) {
+		pollUntil(t, ctx, replicationWait, n.Name()+": "+what, func(ctx context.Context) (bool, error) {
 			var ok bool
 			err := h.QueryRowContext(ctx, query, args...).Scan(&ok)
 			return err == nil && ok, err
@@ -127,21 +127,21 @@ func sqlStateOf(err error) string {
 	return ""
 }
 
-type querier interface {
+type rowsQuerier interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 }
 
 // queryServedBy runs whoServes through q's QueryContext (rather than
 // QueryRowContext, as servedBy does) and returns the node's name.
-func queryServedBy(t testing.TB, ctx context.Context, q querier) string {
+func queryServedBy(t testing.TB, ctx context.Context, q rowsQuerier) string {
 	t.Helper()
 	rows, err := q.QueryContext(ctx, whoServes)
 	require.NoError(t, err)
-	return oneString(t, rows)
+	return onlyString(t, rows)
 }
 
-// oneString reads the only row of rows, one text column, and closes rows.
-func oneString(t testing.TB, rows *sql.Rows) string {
+// onlyString reads the only row of rows, one text column, and closes rows.
+func onlyString(t testing.TB, rows *sql.Rows) string {
 	t.Helper()
 	defer rows.Close()
 	require.True(t, rows.Next(), "no row: %v", rows.Err())
@@ -152,8 +152,8 @@ func oneString(t testing.TB, rows *sql.Rows) string {
 	return s
 }
 
-// tally calls served n times and counts the node names it returns.
-func tally(n int, served func() string) map[string]int {
+// tallyServers calls served n times and counts the node names it returns.
+func tallyServers(n int, served func() string) map[string]int {
 	got := map[string]int{}
 	for range n {
 		got[served()]++
@@ -175,8 +175,8 @@ func (r routedRow) QueryRowContext(ctx context.Context, _ string, args ...any) *
 	return r.st.QueryRowContext(ctx, args...)
 }
 
-// counters returns per node name the router's counters of s.
-func counters(s Status) map[string]NodeStatus {
+// statusByName returns the nodes of s by name.
+func statusByName(s Status) map[string]NodeStatus {
 	m := map[string]NodeStatus{}
 	for _, n := range s.Nodes {
 		m[n.Name] = n
@@ -184,7 +184,8 @@ func counters(s Status) map[string]NodeStatus {
 	return m
 }
 
-func misroutes(s Status) (sum uint64) {
+// totalMisroutes sums the Misroutes of every node of s.
+func totalMisroutes(s Status) (sum uint64) {
 	for _, n := range s.Nodes {
 		sum += n.Misroutes
 	}
@@ -207,7 +208,7 @@ func TestIntegrationReadsRoundRobinOverReplicas(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var prev string
-			got := tally(20, func() string {
+			got := tallyServers(20, func() string {
 				name := tc.served()
 				assert.NotEqual(t, prev, name, "two reads in a row on the same replica")
 				prev = name
@@ -217,7 +218,7 @@ func TestIntegrationReadsRoundRobinOverReplicas(t *testing.T) {
 		})
 	}
 
-	st := counters(db.Status())
+	st := statusByName(db.Status())
 	assert.Equal(t, uint64(20), st["node1"].Reads)
 	assert.Equal(t, uint64(20), st["node2"].Reads)
 	assert.Zero(t, st["node0"].Reads+st["node0"].Writes, "the primary served a read")
@@ -255,15 +256,15 @@ func TestIntegrationWritesGoToPrimary(t *testing.T) {
 		rows, err := db.QueryContext(ctx,
 			"SELECT current_setting('cluster_name') FROM "+tbl+" WHERE v = 'returning' FOR UPDATE")
 		require.NoError(t, err)
-		assert.Equal(t, "node0", oneString(t, rows))
+		assert.Equal(t, "node0", onlyString(t, rows))
 	})
 
 	// A replica would have refused each of those with 25006 and the router
 	// would have run it again on the primary: prove that none went there
 	// first.
 	s := db.Status()
-	assert.Zero(t, misroutes(s), "a write was first sent to a replica")
-	st := counters(s)
+	assert.Zero(t, totalMisroutes(s), "a write was first sent to a replica")
+	st := statusByName(s)
 	assert.Equal(t, uint64(1+5+2), st["node0"].Writes, "CREATE + 5 Exec + INSERT RETURNING + FOR UPDATE")
 	for _, r := range []string{"node1", "node2"} {
 		assert.Zero(t, st[r].Writes+st[r].Reads+st[r].Errors, "%s served a statement", r)
@@ -397,12 +398,12 @@ func TestIntegrationPrepare(t *testing.T) {
 		st, err := db.PrepareRouted(ctx, whoServes)
 		require.NoError(t, err)
 		defer st.Close()
-		got := tally(20, func() string { return servedBy(t, ctx, routedRow{st}) })
+		got := tallyServers(20, func() string { return servedBy(t, ctx, routedRow{st}) })
 		assert.Equal(t, map[string]int{"node1": 10, "node2": 10}, got)
-		got = tally(10, func() string {
+		got = tallyServers(10, func() string {
 			rows, err := st.QueryContext(ctx)
 			require.NoError(t, err)
-			return oneString(t, rows)
+			return onlyString(t, rows)
 		})
 		assert.Equal(t, map[string]int{"node1": 5, "node2": 5}, got)
 	})
@@ -430,7 +431,7 @@ func TestIntegrationPrepare(t *testing.T) {
 		assert.Equal(t, "node0", servers)
 	})
 
-	assert.Zero(t, misroutes(db.Status()), "a statement was first sent to a replica")
+	assert.Zero(t, totalMisroutes(db.Status()), "a statement was first sent to a replica")
 }
 
 func TestIntegrationCustomRouter(t *testing.T) {
@@ -453,7 +454,7 @@ func TestIntegrationCustomRouter(t *testing.T) {
 	tbl := createTable(t, ctx, db, c)
 
 	// Honoured for reads: every analytics read on node2.
-	got := tally(10, func() string {
+	got := tallyServers(10, func() string {
 		var name string
 		require.NoError(t, db.QueryRowContext(ctx, "/* analytics */ "+whoServes).Scan(&name))
 		return name
@@ -461,10 +462,10 @@ func TestIntegrationCustomRouter(t *testing.T) {
 	assert.Equal(t, map[string]int{"node2": 10}, got)
 	rows, err := db.QueryContext(ctx, "/* analytics */ "+whoServes)
 	require.NoError(t, err)
-	assert.Equal(t, "node2", oneString(t, rows))
+	assert.Equal(t, "node2", onlyString(t, rows))
 
 	// Other reads keep the built-in balancing.
-	got = tally(10, func() string { return servedBy(t, ctx, db) })
+	got = tallyServers(10, func() string { return servedBy(t, ctx, db) })
 	assert.Equal(t, map[string]int{"node1": 5, "node2": 5}, got)
 
 	// Ignored for writes: a replica never gets one.
@@ -482,7 +483,7 @@ func TestIntegrationCustomRouter(t *testing.T) {
 	mu.Lock()
 	assert.Equal(t, map[bool]int{false: 11, true: 2}, seen, "the router was asked about every analytics statement")
 	mu.Unlock()
-	st := counters(db.Status())
+	st := statusByName(db.Status())
 	assert.Zero(t, st["node2"].Writes+st["node2"].Errors+st["node2"].Misroutes)
 }
 
@@ -512,7 +513,7 @@ func TestIntegrationMisroutedReadRunsOnPrimary(t *testing.T) {
 	call := "SELECT " + fn + "()"
 
 	replicaMisroutes := func() map[string]uint64 {
-		st := counters(db.Status())
+		st := statusByName(db.Status())
 		return map[string]uint64{"node1": st["node1"].Misroutes, "node2": st["node2"].Misroutes}
 	}
 
@@ -532,13 +533,13 @@ func TestIntegrationMisroutedReadRunsOnPrimary(t *testing.T) {
 	for range 2 {
 		rows, err := db.QueryContext(ctx, call)
 		require.NoError(t, err)
-		assert.Equal(t, "node0", oneString(t, rows))
+		assert.Equal(t, "node0", onlyString(t, rows))
 	}
 	assert.Equal(t, map[string]uint64{"node1": 2, "node2": 2}, replicaMisroutes())
 
 	s := db.Status()
-	assert.Equal(t, uint64(4), misroutes(s), "one misroute per call")
-	st := counters(s)
+	assert.Equal(t, uint64(4), totalMisroutes(s), "one misroute per call")
+	st := statusByName(s)
 	assert.Equal(t, uint64(2), st["node1"].Errors)
 	assert.Equal(t, uint64(2), st["node2"].Errors)
 	assert.Equal(t, uint64(4), st["node0"].Reads, "each call ran again on the primary")
@@ -566,7 +567,7 @@ func TestIntegrationWriteThenReadFromReplicas(t *testing.T) {
 	// Poll through the router until each replica has served the row back.
 	// Until then the table or the row may be missing on the replica asked.
 	saw := map[string]string{} // replica -> served_by of the row it returned
-	eventually(t, ctx, replicationWait, "both replicas to return the row", func(ctx context.Context) (bool, error) {
+	pollUntil(t, ctx, replicationWait, "both replicas to return the row", func(ctx context.Context) (bool, error) {
 		var reader, writer string
 		err := db.QueryRowContext(ctx,
 			"SELECT current_setting('cluster_name'), served_by FROM "+tbl+" WHERE v = $1", value).Scan(&reader, &writer)
@@ -578,7 +579,7 @@ func TestIntegrationWriteThenReadFromReplicas(t *testing.T) {
 	})
 	assert.Equal(t, map[string]string{"node1": "node0", "node2": "node0"}, saw,
 		"the row written on node0 was read back from each replica")
-	assert.Zero(t, counters(db.Status())["node0"].Reads, "no read fell back to the primary")
+	assert.Zero(t, statusByName(db.Status())["node0"].Reads, "no read fell back to the primary")
 }
 
 // TestIntegrationSessionReadsItsWrites: under a session, a read right after a
@@ -603,7 +604,7 @@ func TestIntegrationSessionReadsItsWrites(t *testing.T) {
 
 	// Once a replica has replayed the session's last write and a probe saw
 	// it, the session's reads go to replicas again.
-	eventually(t, ctx, replicationWait, "a session read served by a replica", func(ctx context.Context) (bool, error) {
+	pollUntil(t, ctx, replicationWait, "a session read served by a replica", func(ctx context.Context) (bool, error) {
 		var name string
 		err := db.QueryRowContext(WithSession(ctx, s), whoServes).Scan(&name)
 		return err == nil && name != "node0", err

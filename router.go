@@ -227,7 +227,8 @@ func (db *DB) route(ctx context.Context, query string, write bool) (*node, error
 				return db.replicaNode(ctx, t, nil)
 			}
 		case targetNode:
-			if n := db.byName[tg.name]; n != nil && (n == t.primary || !write && t.readable(n)) {
+			n := db.byName[tg.name]
+			if n != nil && (n == t.primary || !write && t.readable(n) && db.sessionAllows(ctx, t, n)) {
 				return n, nil
 			}
 		}

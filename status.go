@@ -23,6 +23,7 @@ type NodeStatus struct {
 	LSN            uint64        // WAL position: current on a primary, replayed on a replica
 	Timeline       uint32        // 0 when unknown
 	Streaming      bool          // a replica's WAL receiver streams from a primary
+	WALReceiver    string        // a replica's WAL receiver state: "streaming", "none" (not running), "hidden" (the probing role lacks pg_read_all_stats), …
 	LagBytes       int64         // WAL bytes behind the primary
 	LagTime        time.Duration // how long ago the primary was where this replica is
 	LagExcluded    bool          // over WithMaxLag: serves no reads until it catches up
@@ -57,7 +58,8 @@ func (db *DB) Status() Status {
 			LastError:      h.lastErr,
 			LSN:            h.lsn,
 			Timeline:       h.timeline,
-			Streaming:      h.streaming,
+			Streaming:      h.receiver == "streaming",
+			WALReceiver:    h.receiver,
 			LagBytes:       h.lagBytes,
 			LagTime:        h.lagTime,
 			LagExcluded:    h.lagged,
