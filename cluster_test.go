@@ -3,6 +3,7 @@ package dbrouter
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"log"
 	"sync"
 	"testing"
@@ -75,13 +76,23 @@ func skipShort(t testing.TB) {
 // ends.
 func openRouter(t testing.TB, c *pgcluster.Cluster, opts ...Option) *DB {
 	t.Helper()
-	p, rs := c.DSNs()
-	names := []string{}
+	var dsns []string
 	for _, n := range c.Nodes() {
-		names = append(names, n.Name())
+		dsns = append(dsns, n.DSN())
+	}
+	return openDSNs(t, dsns, opts...)
+}
+
+// openDSNs opens a DB over dsns (the primary first), naming the nodes node0,
+// node1, …, closed and checked for leaked goroutines when the test ends.
+func openDSNs(t testing.TB, dsns []string, opts ...Option) *DB {
+	t.Helper()
+	var names []string
+	for i := range dsns {
+		names = append(names, fmt.Sprintf("node%d", i))
 	}
 	ignore := goleak.IgnoreCurrent()
-	db, err := Open("pgx", p, rs, append([]Option{WithNames(names[0], names[1:]...)}, opts...)...)
+	db, err := Open("pgx", dsns[0], dsns[1:], append([]Option{WithNames(names[0], names[1:]...)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		require.NoError(t, db.Close())

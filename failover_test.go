@@ -310,9 +310,7 @@ func TestNetworkCut(t *testing.T) {
 		dsns = append(dsns, n.DSNFor("127.0.0.1", p.Port()))
 	}
 	const after = time.Second
-	db, err := Open("pgx", dsns[0], dsns[1:], WithNames("node0", "node1", "node2"), WithAutoPromote(after), WithPrimaryWait(0))
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
+	db := openDSNs(t, dsns, WithAutoPromote(after), WithPrimaryWait(0))
 	createLoadTable(t, ctx, db, "cut_t")
 	l := startLoad(t, db, "cut_t", 4, 0, 5*time.Second)
 	waitFor(t, time.Minute, "reads", func() bool { r, _ := l.snapshot(); return len(r) > 40 })
