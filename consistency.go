@@ -65,15 +65,18 @@ type Session struct {
 	mu        sync.Mutex // protects following fields
 	lsn       uint64     // the WAL position its reads must see
 	lastWrite time.Time  // when it last wrote; zero: never
-	pending   []pendingTx
+	pending   []*pendingWrite
 }
 
-// pendingTx is a read-write transaction begun under a session. database/sql
-// shows no commit, so the session learns the primary's WAL position at its
-// next read or Token after the transaction ended.
-type pendingTx struct {
-	db *DB
-	tx *sql.Tx
+// pendingWrite is a write of a session whose WAL position is not known yet:
+// a read-write transaction (database/sql shows no commit), a write through
+// QueryContext or QueryRowContext (it commits only once its rows are read),
+// or a write whose position could not be learned. The session learns the
+// primary's position at its next read or Token after the write ended, and
+// reads from the primary until then.
+type pendingWrite struct {
+	db *DB    // the DB that made it; nil for a resumed token's
+	tx *sql.Tx // nil: the write has ended
 }
 
 // NewSession returns an empty session: its first reads may go to any replica.
@@ -96,23 +99,32 @@ const tokenVersion = "v1"
 
 // Token returns the session's position as a short opaque string, for a
 // cookie or a header; ResumeSession turns it back into a session, in this
-// process or another.
+// process or another. A write whose position is still unknown (see
+// pendingWrite) is learned first; failing that, the token says so, and the
+// resumed session learns it at its first read.
 func (s *Session) Token() string {
-	s.resolvePending(context.Background())
+	s.resolvePending(context.Background(), nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var ms int64
 	if !s.lastWrite.IsZero() {
 		ms = s.lastWrite.UnixMilli()
 	}
-	return tokenVersion + "." + strconv.FormatUint(s.lsn, 16) + "." + strconv.FormatInt(ms, 16)
+	tok := tokenVersion + "." + strconv.FormatUint(s.lsn, 16) + "." + strconv.FormatInt(ms, 16)
+	if len(s.pending) > 0 {
+		tok += "." + tokenPending
+	}
+	return tok
 }
+
+const tokenPending = "p"
 
 // ResumeSession returns a session at the position a Token encoded. A token
 // it cannot parse gives an error for which errors.Is(err, ErrInvalidToken).
 func ResumeSession(token string) (*Session, error) {
 	parts := strings.Split(token, ".")
-	if len(parts) != 3 || parts[0] != tokenVersion || len(token) > 64 {
+	if len(parts) < 3 || len(parts) > 4 || parts[0] != tokenVersion || len(token) > 64 ||
+		len(parts) == 4 && parts[3] != tokenPending {
 		return nil, fmt.Errorf("%w: %.40q", ErrInvalidToken, token)
 	}
 	lsn, err1 := strconv.ParseUint(parts[1], 16, 64)
@@ -123,6 +135,9 @@ func ResumeSession(token string) (*Session, error) {
 	s := &Session{lsn: lsn}
 	if ms > 0 {
 		s.lastWrite = time.UnixMilli(ms)
+	}
+	if len(parts) == 4 {
+		s.pending = []*pendingWrite{{}}
 	}
 	return s, nil
 }
@@ -137,29 +152,38 @@ func (s *Session) advance(lsn uint64, at time.Time) {
 }
 
 // resolvePending learns the primary's WAL position for the session's
-// transactions that ended since its last read: every commit that happened
-// before now is at or before it. Transactions still open stay pending (their
-// writes are not visible to anyone yet).
-func (s *Session) resolvePending(ctx context.Context) {
+// writes that ended since its last read: every commit that happened before
+// now is at or before the primary's position now. reader is the DB about to
+// read (nil from Token). Transactions still open stay pending (their writes
+// are not visible to anyone yet), and so do writes whose position could not
+// be learned.
+func (s *Session) resolvePending(ctx context.Context, reader *DB) {
 	s.mu.Lock()
 	if len(s.pending) == 0 {
 		s.mu.Unlock()
 		return
 	}
-	var done []pendingTx
-	open := s.pending[:0]
+	db := reader
+	var ended []*pendingWrite
 	for _, p := range s.pending {
-		if txDone(p.tx) {
-			done = append(done, p)
-		} else {
-			open = append(open, p)
+		if p.tx == nil || txDone(p.tx) {
+			ended = append(ended, p)
+			if db == nil {
+				db = p.db
+			}
 		}
 	}
-	s.pending = open
 	s.mu.Unlock()
-	for _, p := range done {
-		p.db.resolveWrite(ctx, s)
+	if len(ended) == 0 || db == nil {
+		return
 	}
+	// One position covers every write that ended before it was read.
+	if err := db.resolveWrite(ctx, s, db.cfg.clock.now()); err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.pending = slices.DeleteFunc(s.pending, func(p *pendingWrite) bool { return slices.Contains(ended, p) })
+	s.mu.Unlock()
 }
 
 // txDone reports whether tx was committed or rolled back, without touching
@@ -172,23 +196,21 @@ func txDone(tx *sql.Tx) bool {
 
 // resolveWrite records a write of s that ended by now: in causal mode, the
 // current primary's WAL insert position; in time mode, now.
-func (db *DB) resolveWrite(ctx context.Context, s *Session) {
-	now := db.cfg.clock.now()
+func (db *DB) resolveWrite(ctx context.Context, s *Session, now time.Time) error {
 	if !db.causal() {
 		s.advance(0, now)
-		return
+		return nil
 	}
 	p, err := db.primaryNode(ctx)
-	if err == nil {
-		var lsn uint64
-		if lsn, err = currentLSN(ctx, p, db.cfg.probeTimeout); err == nil {
-			s.advance(lsn, now)
-			return
-		}
+	if err != nil {
+		return err
 	}
-	// Unknown position: make reads use the primary, by asking for a position
-	// no replica has replayed.
-	s.advance(^uint64(0), now)
+	lsn, err := currentLSN(ctx, p, db.cfg.probeTimeout)
+	if err != nil {
+		return err
+	}
+	s.advance(lsn, now)
+	return nil
 }
 
 func (db *DB) causal() bool {
@@ -224,44 +246,59 @@ func replayedLSN(ctx context.Context, n *node) (uint64, error) {
 	}
 }
 
-// noteWrite records a write of the session in ctx, if any, made on n.
+// noteWrite records a write made with ExecContext under the session in
+// ctx, if any, on n. Exec returns once the statement committed, so the
+// primary's position now covers it.
 func (db *DB) noteWrite(ctx context.Context, n *node) {
 	s := sessionFrom(ctx)
 	if s == nil {
 		return
 	}
+	now := db.cfg.clock.now()
 	if !db.causal() {
-		s.advance(0, db.cfg.clock.now())
+		s.advance(0, now)
 		return
 	}
 	lsn, err := currentLSN(ctx, n, db.cfg.probeTimeout)
 	if err != nil {
-		lsn = ^uint64(0) // unknown: read from the primary
+		s.addPending(&pendingWrite{db: db})
+		return
 	}
-	s.advance(lsn, db.cfg.clock.now())
+	s.advance(lsn, now)
+}
+
+// noteQueryWrite records a write made with QueryContext or QueryRowContext
+// under the session in ctx, if any. It commits only once its rows are read,
+// so its position is learned at the session's next read.
+func (db *DB) noteQueryWrite(ctx context.Context) {
+	if s := sessionFrom(ctx); s != nil {
+		s.addPending(&pendingWrite{db: db})
+	}
 }
 
 // noteTx records a read-write transaction begun under the session in ctx.
 func (db *DB) noteTx(ctx context.Context, tx *sql.Tx) {
-	s := sessionFrom(ctx)
-	if s == nil {
-		return
+	if s := sessionFrom(ctx); s != nil {
+		s.addPending(&pendingWrite{db: db, tx: tx})
 	}
+}
+
+func (s *Session) addPending(p *pendingWrite) {
 	s.mu.Lock()
-	s.pending = append(s.pending, pendingTx{db: db, tx: tx})
+	s.pending = append(s.pending, p)
 	s.mu.Unlock()
 }
 
 // sessionReplicas returns the replicas of t that may serve a read of s, or
 // usePrimary when only the primary may.
 func (db *DB) sessionReplicas(ctx context.Context, s *Session, t *table) (replicas []*node, usePrimary bool) {
-	s.resolvePending(ctx)
+	s.resolvePending(ctx, db)
 	s.mu.Lock()
 	need, last, pending := s.lsn, s.lastWrite, len(s.pending) > 0
 	s.mu.Unlock()
 	if pending {
 		// An open read-write transaction of this session may commit at any
-		// moment; until it ends, read where it writes.
+		// moment, or a write's position is unknown: read where it writes.
 		return nil, true
 	}
 	if !db.causal() {
@@ -280,7 +317,7 @@ func (db *DB) sessionReplicas(ctx context.Context, s *Session, t *table) (replic
 	if caught := caughtUp(t.replicas, need); len(caught) > 0 {
 		return caught, false
 	}
-	if db.cfg.session.maxWait <= 0 || need == ^uint64(0) || len(t.replicas) == 0 {
+	if db.cfg.session.maxWait <= 0 || len(t.replicas) == 0 {
 		return nil, true
 	}
 	return db.waitCaughtUp(ctx, t, need)

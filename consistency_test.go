@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,3 +163,53 @@ func TestSessionTransactionIsResolvedAfterItEnds(t *testing.T) {
 }
 
 var sqlTxReadOnly = sql.TxOptions{ReadOnly: true}
+
+func TestSessionWriteQueryIsResolvedAtTheNextRead(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	pc.pg[0].lsn.Store(100)
+	pc.pg[1].lsn.Store(100)
+	pc.probe()
+	s := NewSession()
+	sctx := WithSession(ctx, s)
+	// INSERT … RETURNING commits only once its rows are read: its position
+	// is not taken when QueryRow returns.
+	row := pc.db.QueryRowContext(sctx, "INSERT INTO t VALUES (1) RETURNING id")
+	assert.Zero(t, s.lsn)
+	pc.pg[0].lsn.Store(250) // the commit, once the row is read
+	require.NoError(t, row.Scan(new(string)))
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"))
+	assert.Equal(t, uint64(250), s.lsn)
+	assert.Empty(t, s.pending)
+	pc.pg[1].lsn.Store(250)
+	pc.probe()
+	assert.Equal(t, "replica1", served(t, pc.db, sctx, "SELECT 1"))
+}
+
+func TestSessionUnknownPositionIsLearnedLater(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	pc.pg[0].lsn.Store(100)
+	pc.pg[1].lsn.Store(100)
+	pc.probe()
+	s := NewSession()
+	sctx := WithSession(ctx, s)
+	pc.pg[0].lsnFail.Store(true)
+	_, err := pc.db.ExecContext(sctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err, "the write itself succeeded")
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "position unknown: the primary")
+	tok := s.Token()
+	assert.True(t, strings.HasSuffix(tok, ".p"), tok)
+
+	pc.pg[0].lsnFail.Store(false)
+	assert.Equal(t, "replica1", served(t, pc.db, sctx, "SELECT 1"), "learned now (100), and the replica has it: not stuck on the primary")
+	assert.Equal(t, uint64(100), s.lsn)
+
+	// A token that said "pending" is learned by the DB that reads next.
+	resumed, err := ResumeSession(tok)
+	require.NoError(t, err)
+	pc.pg[0].lsn.Store(120)
+	assert.Equal(t, "primary", served(t, pc.db, WithSession(ctx, resumed), "SELECT 1"))
+	assert.Equal(t, uint64(120), resumed.lsn)
+	assert.Empty(t, resumed.pending)
+}

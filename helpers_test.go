@@ -96,6 +96,7 @@ type fakePG struct {
 	timeline   atomic.Uint32
 	streaming  atomic.Bool
 	hidden     atomic.Bool // the receiver state is hidden from the probing role
+	lsnFail    atomic.Bool // asking for the WAL insert position fails
 	fail       atomic.Bool // probes fail as a refused connection would
 	promotes   atomic.Int32
 }
@@ -118,6 +119,8 @@ func (p *fakePG) respond(query string, _ []driver.NamedValue) ([]string, [][]dri
 		return []string{"r", "lsn", "tl", "streaming"}, [][]driver.Value{{
 			p.inRecovery.Load(), strconv.FormatUint(p.lsn.Load(), 10), int64(p.timeline.Load()), p.receiver(),
 		}}, nil
+	case strings.Contains(query, "pg_current_wal_insert_lsn") && p.lsnFail.Load():
+		return nil, nil, &fakedriver.Error{Code: "57014", Message: "canceling statement due to statement timeout"}
 	case strings.Contains(query, "pg_current_wal_insert_lsn"), strings.Contains(query, "pg_last_wal_replay_lsn"):
 		return []string{"lsn"}, [][]driver.Value{{strconv.FormatUint(p.lsn.Load(), 10)}}, nil
 	case strings.Contains(query, "pg_promote"):

@@ -415,7 +415,7 @@ func (db *DB) queryCall(ctx context.Context, c call) (*sql.Rows, error) {
 	n.count(c.write, err)
 	if err == nil {
 		if c.write {
-			db.noteWrite(ctx, n)
+			db.noteQueryWrite(ctx)
 		}
 		return rows, nil
 	}
@@ -457,7 +457,7 @@ func (db *DB) queryRowCall(ctx context.Context, c call) *sql.Row {
 	n.count(c.write, err)
 	if err == nil {
 		if c.write {
-			db.noteWrite(ctx, n)
+			db.noteQueryWrite(ctx)
 		}
 		return row
 	}
