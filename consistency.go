@@ -75,7 +75,7 @@ type Session struct {
 // primary's position at its next read or Token after the write ended, and
 // reads from the primary until then.
 type pendingWrite struct {
-	db *DB    // the DB that made it; nil for a resumed token's
+	db *DB     // the DB that made it; nil for a resumed token's
 	tx *sql.Tx // nil: the write has ended
 }
 

@@ -8,9 +8,14 @@
 //     the postgres user. Each node listens on a free 127.0.0.1 port and keeps
 //     its data in a temp dir.
 //   - "docker": testcontainers-go with the image named by DBROUTER_PG_IMAGE
-//     (default postgres:16). Nodes are reached only through 127.0.0.1 mapped
-//     ports; set TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 and
-//     TESTCONTAINERS_RYUK_DISABLED=true.
+//     (default postgres:16), which must already be on the engine: pgcluster
+//     never pulls. Nodes are reached only through ports published on
+//     127.0.0.1. Before testcontainers-go reads its configuration, the
+//     backend sets TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 and
+//     TESTCONTAINERS_RYUK_DISABLED=true in the process environment when they
+//     are unset (Close removes every container and network itself); values
+//     already set are kept, but a host override other than 127.0.0.1 or
+//     localhost makes Start fail.
 //
 // DBROUTER_TEST_BACKEND=local|docker picks one; by default local binaries
 // when found, else Docker.
@@ -215,6 +220,7 @@ func (n *Node) DSNFor(host string, port int) string {
 }
 
 // Crash stops the node at once, as a power cut would (pg_ctl stop -m immediate / container kill).
+// A node that is not running is left as it is.
 func (n *Node) Crash(ctx context.Context) error { return n.wrap("crash", n.impl.crash(ctx)) }
 
 // Stop shuts the node down cleanly.

@@ -292,7 +292,7 @@ func (dn *dockerNode) create(ctx context.Context) error {
 	nw := dc.network
 	dc.mu.Unlock()
 	for try := 1; ; try++ {
-		port, err := dockerFreePort()
+		port, err := freePort()
 		if err != nil {
 			return fmt.Errorf("pgcluster: docker: %s: free port: %w", dn.n.name, err)
 		}
@@ -349,16 +349,6 @@ func (dn *dockerNode) create(ctx context.Context) error {
 	}
 	dc.c.logf("pgcluster: docker: %s ready on %s in %v", dn.n.name, dn.n.Addr(), time.Since(began).Round(time.Millisecond))
 	return nil
-}
-
-// dockerFreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func dockerFreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	return port, l.Close()
 }
 
 // dockerPortTaken reports whether a container failed to start because its
@@ -586,38 +576,31 @@ func (dn *dockerNode) start(ctx context.Context) error {
 
 // freeze pauses the container (cgroup freezer): the engine still accepts TCP
 // connections on the published port, and nothing answers.
-func (dn *dockerNode) freeze(ctx context.Context) error {
-	cli, ctr, err := dn.docker()
-	if err != nil {
-		return err
-	}
-	dn.mu.Lock()
-	defer dn.mu.Unlock()
-	if dn.paused {
-		return nil
-	}
-	if _, err := cli.ContainerPause(ctx, ctr.GetContainerID(), client.ContainerPauseOptions{}); err != nil {
-		return err
-	}
-	dn.paused = true
-	return nil
-}
+func (dn *dockerNode) freeze(ctx context.Context) error { return dn.setPaused(ctx, true) }
 
 // thaw unpauses the container; a no-op when it is not paused.
-func (dn *dockerNode) thaw(ctx context.Context) error {
+func (dn *dockerNode) thaw(ctx context.Context) error { return dn.setPaused(ctx, false) }
+
+// setPaused pauses or unpauses the container; a no-op when it already is.
+func (dn *dockerNode) setPaused(ctx context.Context, paused bool) error {
 	cli, ctr, err := dn.docker()
 	if err != nil {
 		return err
 	}
 	dn.mu.Lock()
 	defer dn.mu.Unlock()
-	if !dn.paused {
+	if dn.paused == paused {
 		return nil
 	}
-	if _, err := cli.ContainerUnpause(ctx, ctr.GetContainerID(), client.ContainerUnpauseOptions{}); err != nil {
+	if paused {
+		_, err = cli.ContainerPause(ctx, ctr.GetContainerID(), client.ContainerPauseOptions{})
+	} else {
+		_, err = cli.ContainerUnpause(ctx, ctr.GetContainerID(), client.ContainerUnpauseOptions{})
+	}
+	if err != nil {
 		return err
 	}
-	dn.paused = false
+	dn.paused = paused
 	return nil
 }
 

@@ -2,9 +2,7 @@ package pgcluster
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -28,53 +26,6 @@ func requireDocker(t *testing.T) {
 		t.Skip("docker backend: set DBROUTER_TEST_BACKEND=docker (after .ci/docker-setup.sh) to run")
 	}
 	require.True(t, dockerAvailable(), "DBROUTER_TEST_BACKEND=docker but no Docker engine answers (run .ci/docker-setup.sh)")
-}
-
-// startDockerT starts a primary + 2 replicas and logs how long it took.
-func startDockerT(t *testing.T) *Cluster {
-	t.Helper()
-	began := time.Now()
-	c := StartT(t, Options{Backend: BackendDocker, Replicas: 2})
-	t.Logf("docker: 3-node cluster (primary + 2 streaming replicas) in %v", time.Since(began).Round(time.Millisecond))
-	return c
-}
-
-// dockerWaitUntil polls cond every 50ms until it returns true or ctx ends.
-func dockerWaitUntil(ctx context.Context, t *testing.T, what string, cond func(ctx context.Context) (bool, error)) {
-	t.Helper()
-	var last error
-	for {
-		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ok, err := cond(qctx)
-		cancel()
-		if ok {
-			return
-		}
-		if err != nil {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: %v (last error: %v)", what, ctx.Err(), last)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// dockerRows counts the rows of t with the given id on n.
-func dockerRows(ctx context.Context, n *Node, id int) (int, error) {
-	var cnt int
-	err := n.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM t WHERE id = %d", id), &cnt)
-	return cnt, err
-}
-
-// dockerWaitRow waits until the row with id is visible on n.
-func dockerWaitRow(ctx context.Context, t *testing.T, n *Node, id int) {
-	t.Helper()
-	dockerWaitUntil(ctx, t, fmt.Sprintf("row %d on %s", id, n.Name()), func(ctx context.Context) (bool, error) {
-		cnt, err := dockerRows(ctx, n, id)
-		return cnt == 1, err
-	})
 }
 
 // dockerLabeled counts the containers (all states) and networks carrying the
@@ -138,164 +89,32 @@ func TestDockerHostOverrideRefused(t *testing.T) {
 	assert.NoError(t, dockerSetEnv())
 }
 
-// TestDockerCluster checks a fresh cluster: names, addresses, replication,
-// apply delay, freeze/thaw, and that Close leaves nothing behind.
-func TestDockerCluster(t *testing.T) {
-	requireDocker(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	c := startDockerT(t)
-	require.Equal(t, BackendDocker, c.Backend())
-	nodes := c.Nodes()
-	require.Len(t, nodes, 3)
-	primary, r1, r2 := nodes[0], nodes[1], nodes[2]
-
-	t.Run("names and addresses", func(t *testing.T) {
-		for i, n := range nodes {
-			var name string
-			require.NoError(t, n.QueryRow(ctx, "SELECT current_setting('cluster_name')", &name))
-			assert.Equal(t, fmt.Sprintf("node%d", i), name)
-			assert.Equal(t, name, n.Name())
-			u, err := url.Parse(n.DSN())
-			require.NoError(t, err)
-			assert.Equal(t, "127.0.0.1", u.Hostname(), "DSN host of %s", n.Name())
-			assert.Equal(t, fmt.Sprintf("127.0.0.1:%d", n.Port()), n.Addr())
-			inRecovery, err := n.InRecovery(ctx)
-			require.NoError(t, err)
-			assert.Equal(t, i > 0, inRecovery, "%s in recovery", n.Name())
-		}
-		p, rs := c.DSNs()
-		assert.Equal(t, primary.DSN(), p)
-		assert.Equal(t, []string{r1.DSN(), r2.DSN()}, rs)
-	})
-
-	t.Run("replication", func(t *testing.T) {
-		require.NoError(t, primary.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)"))
-		require.NoError(t, primary.Exec(ctx, "INSERT INTO t VALUES (1)"))
-		dockerWaitRow(ctx, t, r1, 1)
-		dockerWaitRow(ctx, t, r2, 1)
-	})
-
-	t.Run("apply delay", func(t *testing.T) {
-		require.NoError(t, r2.SetApplyDelay(ctx, time.Hour))
-		dockerWaitUntil(ctx, t, "recovery_min_apply_delay on node2", func(ctx context.Context) (bool, error) {
-			var ms string
-			err := r2.QueryRow(ctx, "SELECT setting FROM pg_settings WHERE name = 'recovery_min_apply_delay'", &ms)
-			return ms == "3600000", err
-		})
-		require.NoError(t, primary.Exec(ctx, "INSERT INTO t VALUES (2)"))
-		dockerWaitRow(ctx, t, r1, 2)
-		// node2 received the commit but holds it back for an hour.
-		cnt, err := dockerRows(ctx, r2, 2)
-		require.NoError(t, err)
-		assert.Equal(t, 0, cnt, "row 2 applied on node2 despite a 1h apply delay")
-		require.NoError(t, r2.SetApplyDelay(ctx, 0))
-		dockerWaitRow(ctx, t, r2, 2)
-	})
-
-	t.Run("freeze and thaw", func(t *testing.T) {
-		db, err := r1.Open()
-		require.NoError(t, err)
-		defer db.Close()
-		require.NoError(t, r1.Freeze(ctx))
-		qctx, qcancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		began := time.Now()
-		var one int
-		err = db.QueryRowContext(qctx, "SELECT 1").Scan(&one)
-		took := time.Since(began)
-		qcancel()
-		assert.Error(t, err, "a frozen node answered")
-		assert.ErrorIs(t, qctx.Err(), context.DeadlineExceeded)
-		assert.GreaterOrEqual(t, took, 450*time.Millisecond, "failed before its deadline: %v", err)
-		assert.Less(t, took, 3*time.Second, "failed long after its 500ms deadline")
-
-		require.NoError(t, r1.Thaw(ctx))
-		dockerWaitUntil(ctx, t, "node1 answers after thaw", func(ctx context.Context) (bool, error) {
-			err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
-			return err == nil && one == 1, err
-		})
-	})
-
-	t.Run("close removes everything", func(t *testing.T) {
-		id := dockerClusterOf(t, c).id
-		ctrs, nets := dockerLabeled(ctx, t, id)
-		require.Equal(t, 3, ctrs, "containers labeled %s=%s before Close", dockerLabel, id)
-		require.Equal(t, 1, nets, "networks labeled %s=%s before Close", dockerLabel, id)
-		require.NoError(t, r2.Freeze(ctx)) // Close must cope with a paused container
-		require.NoError(t, c.Close())
-		ctrs, nets = dockerLabeled(ctx, t, id)
-		assert.Zero(t, ctrs, "containers left after Close")
-		assert.Zero(t, nets, "networks left after Close")
-		assert.NoError(t, c.Close(), "second Close")
-	})
+// dockerFootprint records the containers and the network carrying the
+// cluster's label; the check fails when any of them outlives Close.
+func dockerFootprint(ctx context.Context, t *testing.T, c *Cluster) func(*testing.T) {
+	t.Helper()
+	id := dockerClusterOf(t, c).id
+	ctrs, nets := dockerLabeled(ctx, t, id)
+	require.Equal(t, len(c.nodes), ctrs, "containers labeled %s=%s before Close", dockerLabel, id)
+	require.Equal(t, 1, nets, "networks labeled %s=%s before Close", dockerLabel, id)
+	return func(t *testing.T) {
+		t.Helper()
+		assertNoneLabeled(ctx, t, id)
+	}
 }
 
-// TestDockerFailover crashes the primary, promotes node1, re-points node2 at
-// it, and brings the old primary back on its old DSN.
-func TestDockerFailover(t *testing.T) {
+// assertNoneLabeled checks that no container or network carries the label of cluster id.
+func assertNoneLabeled(ctx context.Context, t *testing.T, id string) {
+	t.Helper()
+	ctrs, nets := dockerLabeled(ctx, t, id)
+	assert.Zero(t, ctrs, "containers left after Close")
+	assert.Zero(t, nets, "networks left after Close")
+}
+
+// TestDockerCluster runs the shared suite (testCluster) on containers.
+func TestDockerCluster(t *testing.T) {
 	requireDocker(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	c := startDockerT(t)
-	nodes := c.Nodes()
-	old, r1, r2 := nodes[0], nodes[1], nodes[2]
-	oldDSN := old.DSN()
-
-	require.NoError(t, old.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)"))
-	require.NoError(t, old.Exec(ctx, "INSERT INTO t VALUES (1)"))
-	dockerWaitRow(ctx, t, r1, 1)
-	dockerWaitRow(ctx, t, r2, 1)
-
-	require.NoError(t, old.Crash(ctx))
-	require.NoError(t, old.Crash(ctx), "Crash of a crashed node")
-	var one int
-	qctx, qcancel := context.WithTimeout(ctx, 5*time.Second)
-	assert.Error(t, old.QueryRow(qctx, "SELECT 1", &one), "crashed node0 answered")
-	qcancel()
-
-	began := time.Now()
-	require.NoError(t, r1.Promote(ctx))
-	t.Logf("promote node1: %v", time.Since(began).Round(time.Millisecond))
-	inRecovery, err := r1.InRecovery(ctx)
-	require.NoError(t, err)
-	require.False(t, inRecovery, "node1 still in recovery after Promote")
-
-	require.NoError(t, r2.Repoint(ctx, r1))
-	require.NoError(t, r2.WaitStreaming(ctx))
-	dockerWaitUntil(ctx, t, "node2 streams from node1", func(ctx context.Context) (bool, error) {
-		var sender string
-		err := r2.QueryRow(ctx, "SELECT coalesce(max(sender_host), '') FROM pg_stat_wal_receiver WHERE status = 'streaming'", &sender)
-		return sender == "node1", err
-	})
-	require.NoError(t, r1.Exec(ctx, "INSERT INTO t VALUES (2)"))
-	dockerWaitRow(ctx, t, r2, 2)
-
-	// The old primary comes back on the same DSN, as a primary (split brain).
-	began = time.Now()
-	require.NoError(t, old.Start(ctx))
-	t.Logf("restart node0: %v", time.Since(began).Round(time.Millisecond))
-	assert.Equal(t, oldDSN, old.DSN(), "node0's DSN changed across a restart")
-	db, err := sql.Open("pgx", oldDSN)
-	require.NoError(t, err)
-	defer db.Close()
-	var name string
-	require.NoError(t, db.QueryRowContext(ctx, "SELECT current_setting('cluster_name'), pg_is_in_recovery()").Scan(&name, &inRecovery))
-	assert.Equal(t, "node0", name)
-	assert.False(t, inRecovery, "restarted old primary should come back as a primary")
-	cnt, err := dockerRows(ctx, old, 1)
-	require.NoError(t, err)
-	assert.Equal(t, 1, cnt, "node0 lost its data across crash + start")
-
-	// Stop / Start keeps the data and the DSN too.
-	require.NoError(t, r2.Stop(ctx))
-	require.NoError(t, r2.Start(ctx))
-	require.NoError(t, r2.WaitStreaming(ctx))
-	assert.Equal(t, "node1", func() string {
-		var sender string
-		assert.NoError(t, r2.QueryRow(ctx, "SELECT coalesce(max(sender_host), '') FROM pg_stat_wal_receiver", &sender))
-		return sender
-	}(), "node2 forgot its new primary across a restart")
-	dockerWaitRow(ctx, t, r2, 2)
+	testCluster(t, BackendDocker, dockerFootprint)
 }
 
 // TestDockerFailedNode checks that a container that never becomes ready
@@ -335,9 +154,7 @@ func TestDockerFailedNode(t *testing.T) {
 		assert.Contains(t, err.Error(), "exit code 3")
 
 		require.NoError(t, c.Close())
-		ctrs, nets := dockerLabeled(ctx, t, id)
-		assert.Zero(t, ctrs, "containers left after Close")
-		assert.Zero(t, nets, "networks left after Close")
+		assertNoneLabeled(ctx, t, id)
 	})
 
 	t.Run("start stopped half-way", func(t *testing.T) {
@@ -361,9 +178,7 @@ func TestDockerFailedNode(t *testing.T) {
 		ctrs, _ := dockerLabeled(ctx, t, id)
 		assert.Positive(t, ctrs, "the primary should exist before Close")
 		require.NoError(t, c.Close())
-		ctrs, nets := dockerLabeled(ctx, t, id)
-		assert.Zero(t, ctrs, "containers left after Close")
-		assert.Zero(t, nets, "networks left after Close")
+		assertNoneLabeled(ctx, t, id)
 	})
 
 	t.Run("image missing", func(t *testing.T) {

@@ -20,7 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -361,16 +360,6 @@ func bindFailed(log string) bool {
 		strings.Contains(log, "Address already in use")
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	return port, l.Close()
-}
-
 // pgCtlStart runs pg_ctl start -w on the node's port with its cluster_name.
 // pg_ctl -w returns once postmaster.pid says "ready" (for a replica: accepting
 // read-only connections) or the postmaster exited.
@@ -442,10 +431,14 @@ func readFrom(path string, off int64) string {
 }
 
 // crash stops the node at once (pg_ctl stop -m immediate): no shutdown
-// checkpoint, crash recovery on the next start. A frozen node is thawed first.
+// checkpoint, crash recovery on the next start. A frozen node is thawed first;
+// a node that is not running is left as it is.
 func (ln *localNode) crash(ctx context.Context) error {
 	if err := ln.thaw(ctx); err != nil {
 		return err
+	}
+	if _, ok := ln.livePostmaster(); !ok {
+		return nil
 	}
 	return ln.pgCtlStop(ctx, "immediate")
 }
@@ -488,6 +481,18 @@ func (ln *localNode) postmasterPID() (int, error) {
 		return 0, fmt.Errorf("bad postmaster.pid in %s: %q", ln.dir, first)
 	}
 	return pid, nil
+}
+
+// livePostmaster returns the pid of the node's postmaster and whether it
+// runs: false when the node never started or stopped (postmaster.pid is
+// removed on exit), or when postmaster.pid is stale (its pid is gone or now
+// another process's).
+func (ln *localNode) livePostmaster() (int, bool) {
+	pm, err := ln.postmasterPID()
+	if err != nil {
+		return 0, false
+	}
+	return pm, alive(pm) && strings.Contains(procCmdline(pm), ln.dir)
 }
 
 // freeze sends SIGSTOP to the postmaster's children, then to the postmaster
@@ -650,12 +655,9 @@ func (lc *localCluster) close(ctx context.Context) error {
 // started, stale postmaster.pid), and returns once none of its processes is left.
 func (ln *localNode) kill(ctx context.Context) error {
 	_ = ln.thaw(ctx)
-	pm, err := ln.postmasterPID()
-	if err != nil {
-		return nil // never started, or stopped: postmaster.pid is removed on exit
-	}
-	if !alive(pm) || !strings.Contains(procCmdline(pm), ln.dir) {
-		return nil // stale postmaster.pid; the pid is gone or now another process's
+	pm, ok := ln.livePostmaster()
+	if !ok {
+		return nil
 	}
 	kids := childrenOf(pm)
 	stopErr := ln.pgCtlStop(ctx, "immediate")
