@@ -394,7 +394,7 @@ func (db *DB) rerouteRead(ctx context.Context, n *node, write bool, err error) *
 // runs again on the primary; a read whose connection failed before any row
 // came back runs again once on another eligible node.
 func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return db.queryCall(ctx, call{query: query, args: args, write: !sqlclass.IsReadOnly(query)})
+	return db.queryCall(ctx, call{query: query, args: args, write: !sqlclass.Classify(query)})
 }
 
 // Query runs a query that returns rows. Query uses context.Background
@@ -435,7 +435,7 @@ func (db *DB) queryCall(ctx context.Context, c call) (*sql.Rows, error) {
 // QueryRowContext runs a query expected to return at most one row, routed as
 // QueryContext. Errors are deferred to the Row's Scan (or Err).
 func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return db.queryRowCall(ctx, call{query: query, args: args, write: !sqlclass.IsReadOnly(query)})
+	return db.queryRowCall(ctx, call{query: query, args: args, write: !sqlclass.Classify(query)})
 }
 
 // QueryRow runs a query expected to return at most one row. QueryRow uses
@@ -551,7 +551,7 @@ func (db *DB) PrepareContext(ctx context.Context, query string) (*sql.Stmt, erro
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	n, err := db.route(ctx, query, !sqlclass.IsReadOnly(query))
+	n, err := db.route(ctx, query, !sqlclass.Classify(query))
 	if err != nil {
 		return nil, err
 	}

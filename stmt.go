@@ -33,7 +33,7 @@ func (db *DB) PrepareRouted(ctx context.Context, query string) (*Stmt, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	s := &Stmt{db: db, query: query, write: !sqlclass.IsReadOnly(query), stmts: make([]atomic.Pointer[sql.Stmt], len(db.nodes))}
+	s := &Stmt{db: db, query: query, write: !sqlclass.Classify(query), stmts: make([]atomic.Pointer[sql.Stmt], len(db.nodes))}
 	n, err := db.route(ctx, query, s.write)
 	if err != nil {
 		return nil, err

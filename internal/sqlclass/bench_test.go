@@ -39,7 +39,10 @@ func ormQuery(size int) string {
 	return b.String()
 }
 
-func BenchmarkIsReadOnly(b *testing.B) {
+func BenchmarkIsReadOnly(b *testing.B)     { benchClassifier(b, IsReadOnly) }
+func BenchmarkClassifyCached(b *testing.B) { benchClassifier(b, Classify) }
+
+func benchClassifier(b *testing.B, isReadOnly func(string) bool) {
 	for _, bm := range []struct {
 		name  string
 		query string
@@ -49,14 +52,14 @@ func BenchmarkIsReadOnly(b *testing.B) {
 		{"800B", benchQuery800},
 		{"2000B", benchQuery2000},
 	} {
-		if !IsReadOnly(bm.query) {
+		if !isReadOnly(bm.query) {
 			b.Fatalf("%s: benchmark query is not read-only: %q", bm.name, bm.query)
 		}
 		b.Run(bm.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(bm.query)))
 			for b.Loop() {
-				IsReadOnly(bm.query)
+				isReadOnly(bm.query)
 			}
 		})
 	}

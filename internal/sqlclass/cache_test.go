@@ -1,0 +1,70 @@
+package sqlclass
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func TestClassifyAgreesWithIsReadOnly(t *testing.T) {
+	queries := []string{
+		"SELECT 1", "select * from t for update", "INSERT INTO t VALUES (1)", "SELECT nextval('s')",
+		"WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", "SELECT 'a''; delete'", "select 1; select 2",
+		strings.Repeat("SELECT 1 + ", 500) + "1", "", "-- only a comment",
+	}
+	for range 3 { // first sight, admission, hits
+		for _, q := range queries {
+			if got, want := Classify(q), IsReadOnly(q); got != want {
+				t.Errorf("Classify(%.40q) = %v, IsReadOnly = %v", q, got, want)
+			}
+		}
+	}
+}
+
+func TestClassifyHitsDoNotAllocate(t *testing.T) {
+	q := "SELECT id, name FROM users WHERE id = $1"
+	Classify(q)
+	Classify(q)
+	if n := testing.AllocsPerRun(100, func() { Classify(q) }); n != 0 {
+		t.Errorf("a cached query allocates %v times", n)
+	}
+	i := 0
+	if n := testing.AllocsPerRun(100, func() {
+		i++
+		Classify(fmt.Sprint("SELECT ", i)) // one-off statements are never admitted
+	}); n > 1 { // the fmt.Sprint
+		t.Errorf("one-off statements allocate %v times in Classify", n-1)
+	}
+}
+
+func TestClassifyConcurrently(t *testing.T) {
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 2000 {
+				q := fmt.Sprintf("SELECT %d FROM t%d", i%50, g%2)
+				w := fmt.Sprintf("DELETE FROM t%d WHERE id = %d", g%2, i%50)
+				if !Classify(q) || Classify(w) {
+					t.Errorf("wrong answer for %q or %q", q, w)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func FuzzClassify(f *testing.F) {
+	for _, s := range []string{"SELECT 1", "DELETE FROM t", "select $$;$$", "select 1 --"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		want := IsReadOnly(q)
+		for range 3 {
+			if Classify(q) != want {
+				t.Fatalf("Classify(%q) != IsReadOnly", q)
+			}
+		}
+	})
+}
