@@ -35,8 +35,9 @@ func SessionTime(window time.Duration) SessionMode {
 }
 
 // SessionCausal makes a session remember the primary's WAL insert position
-// after each of its writes; its reads go only to replicas that have replayed
-// at least that far, else to the primary. With maxWait 0 the replicas'
+// after its writes (asked for once, at the session's next read or Token);
+// its reads go only to replicas that have replayed at least that far, else
+// to the primary. With maxWait 0 the replicas'
 // positions known from the last probes decide; with maxWait > 0 a read asks
 // the replicas for their position and waits up to maxWait for one to catch
 // up before using the primary. PostgreSQL dialect only: with Generic() it
@@ -69,11 +70,13 @@ type Session struct {
 }
 
 // pendingWrite is a write of a session whose WAL position is not known yet:
-// a read-write transaction (database/sql shows no commit), a write through
-// QueryContext or QueryRowContext (it commits only once its rows are read),
-// or a write whose position could not be learned. The session learns the
-// primary's position at its next read or Token after the write ended, and
-// reads from the primary until then.
+// an ExecContext (learned lazily: one round trip for any number of writes,
+// none when no read follows), a write through QueryContext or
+// QueryRowContext (it commits only once its rows are read), a read-write
+// transaction (database/sql shows no commit), or a write whose position
+// could not be learned. The session learns the primary's position at its
+// next read or Token after the write ended, and reads from the primary
+// until then.
 type pendingWrite struct {
 	db *DB     // the DB that made it; nil for a resumed token's
 	tx *sql.Tx // nil: the write has ended
@@ -247,31 +250,16 @@ func replayedLSN(ctx context.Context, n *node) (uint64, error) {
 }
 
 // noteWrite records a write made with ExecContext under the session in
-// ctx, if any, on n. Exec returns once the statement committed, so the
-// primary's position now covers it.
-func (db *DB) noteWrite(ctx context.Context, n *node) {
+// ctx, if any. Its WAL position is learned at the session's next read or
+// Token: one round trip for any number of writes, and none for writes no
+// read follows.
+func (db *DB) noteWrite(ctx context.Context) {
 	s := sessionFrom(ctx)
-	if s == nil {
-		return
-	}
-	now := db.cfg.clock.now()
-	if !db.causal() {
-		s.advance(0, now)
-		return
-	}
-	lsn, err := currentLSN(ctx, n, db.cfg.probeTimeout)
-	if err != nil {
-		s.addPending(&pendingWrite{db: db})
-		return
-	}
-	s.advance(lsn, now)
-}
-
-// noteQueryWrite records a write made with QueryContext or QueryRowContext
-// under the session in ctx, if any. It commits only once its rows are read,
-// so its position is learned at the session's next read.
-func (db *DB) noteQueryWrite(ctx context.Context) {
-	if s := sessionFrom(ctx); s != nil {
+	switch {
+	case s == nil:
+	case !db.causal():
+		s.advance(0, db.cfg.clock.now()) // time mode needs no position
+	default:
 		s.addPending(&pendingWrite{db: db})
 	}
 }
@@ -345,25 +333,29 @@ func caughtUp(replicas []*node, need uint64) []*node {
 	return out
 }
 
-// waitCaughtUp asks the replicas for their replayed position until one has
-// reached need or SessionCausal's maxWait has passed.
+// waitCaughtUp asks the replicas, one at a time starting from the
+// balancer's pick, for their replayed position until one has reached need or
+// SessionCausal's maxWait has passed. The first that has serves the read.
 func (db *DB) waitCaughtUp(ctx context.Context, t *table, need uint64) ([]*node, bool) {
 	ctx, cancel := context.WithTimeout(ctx, db.cfg.session.maxWait)
 	defer cancel()
-	const poll = 5 * time.Millisecond
+	start := db.cfg.balancer.pick(t.replicas).index
 	for {
-		for _, n := range t.replicas {
-			if _, err := replayedLSN(ctx, n); err != nil {
+		for i := range t.replicas {
+			n := t.replicas[(i+start)%len(t.replicas)]
+			lsn, err := replayedLSN(ctx, n)
+			if err != nil {
 				db.signal(n, err)
+				continue
 			}
-		}
-		if caught := caughtUp(t.replicas, need); len(caught) > 0 {
-			return caught, false
+			if lsn >= need {
+				return []*node{n}, false
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil, true
-		case <-time.After(poll):
+		case <-time.After(time.Millisecond):
 		}
 	}
 }

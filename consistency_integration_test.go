@@ -182,51 +182,56 @@ func TestIntegrationMaxLag(t *testing.T) {
 	assert.Greater(t, excluded.LagTime, limit)
 }
 
-// BenchmarkSessionExec is the cost of a write under a causal session (one
-// more round trip for the primary's WAL position) beside the same write
-// without a session.
-func BenchmarkSessionExec(b *testing.B) {
+// BenchmarkSession measures what a causal session costs on a real primary +
+// 2 replicas, each case beside the same calls without a session:
+//   - Exec: a write alone (its WAL position is only asked for later);
+//   - WriteRead: a write and then a read of the session, which asks the
+//     primary for its WAL position once (one more round trip) and then
+//     reads from a replica that has it, else from the primary;
+//   - Read: a read whose session's last write every replica has replayed.
+func BenchmarkSession(b *testing.B) {
 	c := sharedCluster(b)
-	db := openRouter(b, c)
+	db := openRouter(b, c, WithSessionMode(SessionCausal(20*time.Millisecond)))
 	ctx := context.Background()
-	_, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS bench_kv (k int PRIMARY KEY, v bigint)")
+	_, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS bench_session_log (id bigserial PRIMARY KEY, v bigint)")
 	require.NoError(b, err)
-	_, err = db.ExecContext(ctx, "INSERT INTO bench_kv VALUES (1, 0) ON CONFLICT DO NOTHING")
-	require.NoError(b, err)
-	for _, tc := range []struct {
-		name string
-		ctx  context.Context
-	}{{"plain", ctx}, {"session", WithSession(ctx, NewSession())}} {
-		b.Run(tc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				i++
-				if _, err := db.ExecContext(tc.ctx, "UPDATE bench_kv SET v = $1 WHERE k = 1", i); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+	write := func(ctx context.Context) error {
+		_, err := db.ExecContext(ctx, "INSERT INTO bench_session_log (v) VALUES ($1)", 1)
+		return err
 	}
-}
-
-// BenchmarkSessionRead is the cost of a read under a causal session whose
-// last write every replica has replayed, beside the same read without one.
-func BenchmarkSessionRead(b *testing.B) {
-	c := sharedCluster(b)
-	db := openRouter(b, c)
-	ctx := context.Background()
-	s := NewSession()
-	s.advance(1, time.Now()) // a write every replica has replayed
-	for _, tc := range []struct {
+	read := func(ctx context.Context) error {
+		var v string
+		return db.QueryRowContext(ctx, "SELECT current_setting('cluster_name')").Scan(&v)
+	}
+	caughtUp := NewSession()
+	caughtUp.advance(1, time.Now()) // a write every replica has replayed
+	for _, bm := range []struct {
 		name string
-		ctx  context.Context
-	}{{"plain", ctx}, {"session", WithSession(ctx, s)}} {
-		b.Run(tc.name, func(b *testing.B) {
+		do   func(context.Context) error
+		ctx  func() context.Context
+	}{
+		{"Exec/plain", write, func() context.Context { return ctx }},
+		{"Exec/session", write, func() context.Context { return WithSession(ctx, NewSession()) }},
+		{"WriteRead/plain", func(ctx context.Context) error {
+			if err := write(ctx); err != nil {
+				return err
+			}
+			return read(ctx)
+		}, func() context.Context { return ctx }},
+		{"WriteRead/session", func(ctx context.Context) error {
+			if err := write(ctx); err != nil {
+				return err
+			}
+			return read(ctx)
+		}, func() context.Context { return WithSession(ctx, NewSession()) }},
+		{"Read/plain", read, func() context.Context { return ctx }},
+		{"Read/session", read, func() context.Context { return WithSession(ctx, caughtUp) }},
+	} {
+		b.Run(bm.name, func(b *testing.B) {
 			b.ReportAllocs()
-			var v string
+			sctx := bm.ctx()
 			for b.Loop() {
-				if err := db.QueryRowContext(tc.ctx, "SELECT current_setting('cluster_name')").Scan(&v); err != nil {
+				if err := bm.do(sctx); err != nil {
 					b.Fatal(err)
 				}
 			}

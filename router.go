@@ -415,7 +415,7 @@ func (db *DB) queryCall(ctx context.Context, c call) (*sql.Rows, error) {
 	n.count(c.write, err)
 	if err == nil {
 		if c.write {
-			db.noteQueryWrite(ctx)
+			db.noteWrite(ctx)
 		}
 		return rows, nil
 	}
@@ -457,7 +457,7 @@ func (db *DB) queryRowCall(ctx context.Context, c call) *sql.Row {
 	n.count(c.write, err)
 	if err == nil {
 		if c.write {
-			db.noteQueryWrite(ctx)
+			db.noteWrite(ctx)
 		}
 		return row
 	}
@@ -498,7 +498,7 @@ func (db *DB) execCall(ctx context.Context, c call) (sql.Result, error) {
 		db.signal(n, err)
 		return nil, nodeErr(n, "exec", err)
 	}
-	db.noteWrite(ctx, n)
+	db.noteWrite(ctx)
 	return res, nil
 }
 
