@@ -78,8 +78,22 @@ type Session struct {
 // next read or Token after the write ended, and reads from the primary
 // until then.
 type pendingWrite struct {
-	db *DB     // the DB that made it; nil for a resumed token's
-	tx *sql.Tx // nil: the write has ended
+	db   *DB       // the DB that made it; nil for a resumed token's
+	tx   *sql.Tx   // a transaction: ended once committed or rolled back
+	rows *sql.Rows // a writing query: ended once its rows are closed
+}
+
+// ended reports whether the write is over, so that the primary's position
+// now covers it.
+func (p *pendingWrite) ended() bool {
+	switch {
+	case p.tx != nil:
+		return txDone(p.tx)
+	case p.rows != nil:
+		_, err := p.rows.Columns() // fails once the rows are closed
+		return err != nil
+	}
+	return true
 }
 
 // NewSession returns an empty session: its first reads may go to any replica.
@@ -169,7 +183,7 @@ func (s *Session) resolvePending(ctx context.Context, reader *DB) {
 	db := reader
 	var ended []*pendingWrite
 	for _, p := range s.pending {
-		if p.tx == nil || txDone(p.tx) {
+		if p.ended() {
 			ended = append(ended, p)
 			if db == nil {
 				db = p.db
@@ -261,6 +275,19 @@ func (db *DB) noteWrite(ctx context.Context) {
 		s.advance(0, db.cfg.clock.now()) // time mode needs no position
 	default:
 		s.addPending(&pendingWrite{db: db})
+	}
+}
+
+// noteQueryWrite records a write made with QueryContext under the session
+// in ctx, if any: it commits only once its rows are closed.
+func (db *DB) noteQueryWrite(ctx context.Context, rows *sql.Rows) {
+	s := sessionFrom(ctx)
+	switch {
+	case s == nil:
+	case !db.causal():
+		s.advance(0, db.cfg.clock.now())
+	default:
+		s.addPending(&pendingWrite{db: db, rows: rows})
 	}
 }
 

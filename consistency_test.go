@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dbrouter/dbrouter/internal/fakedriver"
 )
 
 func TestSessionTokenRoundTrip(t *testing.T) {
@@ -213,4 +215,43 @@ func TestSessionUnknownPositionIsLearnedLater(t *testing.T) {
 	assert.Equal(t, "primary", served(t, pc.db, WithSession(ctx, resumed), "SELECT 1"))
 	assert.Equal(t, uint64(120), resumed.lsn)
 	assert.Empty(t, resumed.pending)
+}
+
+func TestSessionNotesAMisroutedWrite(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	pc.pg[0].lsn.Store(100)
+	pc.pg[1].lsn.Store(100)
+	pc.probe()
+	pc.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+		if op == fakedriver.OpQuery && q == "SELECT do_write()" {
+			return fakedriver.ReadOnlyError()
+		}
+		return nil
+	})
+	s := NewSession()
+	sctx := WithSession(ctx, s)
+	pc.pg[0].lsn.Store(200) // the write's commit
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT do_write()"))
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "the replica has not replayed the write")
+	assert.Equal(t, uint64(200), s.lsn)
+}
+
+func TestSessionQueryWriteStaysPendingWhileRowsAreOpen(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	pc.pg[0].lsn.Store(100)
+	pc.pg[1].lsn.Store(100)
+	pc.probe()
+	s := NewSession()
+	sctx := WithSession(ctx, s)
+	rows, err := pc.db.QueryContext(sctx, "INSERT INTO t VALUES (1) RETURNING id")
+	require.NoError(t, err)
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "rows open: not committed yet")
+	assert.Len(t, s.pending, 1)
+	pc.pg[0].lsn.Store(300) // commits when the rows are closed
+	require.NoError(t, rows.Close())
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"))
+	assert.Equal(t, uint64(300), s.lsn)
+	assert.Empty(t, s.pending)
 }

@@ -50,6 +50,7 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 		fenced := roles && n.h.probed && n.h.up && n.h.role == RolePrimary && n != primary
 		if fenced != n.h.fenced {
 			n.h.fenced, n.h.since = fenced, now
+			n.fenced.Store(fenced)
 			kind := EventUnfenced
 			if fenced {
 				kind = EventFenced
@@ -68,6 +69,10 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 			events = append(events, db.event(EventNoPrimary, hs.primary, now, "", nil))
 		} else {
 			events = append(events, db.event(EventPrimaryChanged, primary, now, prev, nil))
+			db.lastPrimary.Store(primary)
+			for _, n := range db.nodes {
+				n.h.streamed = false // votes count only for streaming from this primary
+			}
 		}
 		hs.primary = primary
 		hs.samples = hs.samples[:0]
@@ -146,18 +151,25 @@ func (db *DB) lagLocked(n *node, now time.Time) bool {
 		return 1
 	})
 	n.h.lagTime = max(now.Sub(samples[i].at), 0)
+	// Behind everything the primary reported since it became primary (or
+	// since this DB started): the lag in time is at least lagTime, maybe far
+	// more. With a time limit, keep it out until it is within the history.
+	unknown := i == 0
 	return db.cfg.maxLagBytes > 0 && n.h.lagBytes > db.cfg.maxLagBytes ||
-		db.cfg.maxLagTime > 0 && n.h.lagTime > db.cfg.maxLagTime
+		db.cfg.maxLagTime > 0 && (unknown || n.h.lagTime > db.cfg.maxLagTime)
 }
 
 // promotionCandidateLocked returns the replica to promote, when automatic
 // promotion is on, no primary has been reachable for the configured time,
-// and every reachable replica reports that its WAL receiver is not streaming
-// (they agree the primary is gone: a network cut between the application and
-// the primary alone must not promote). A replica whose receiver state the
-// probing role may not see (no pg_read_all_stats) counts as streaming, so
-// such a role never promotes. It picks the replica on the highest
-// timeline with the highest replayed WAL position.
+// and the replicas agree the primary is gone: none reports a streaming WAL
+// receiver, and at least one that was seen streaming no longer does (a
+// network cut between the application and the primary alone must not
+// promote; nor may replicas that never stream, e.g. fed from an archive,
+// vote). A replica whose receiver state the probing role may not see (no
+// pg_read_all_stats) counts as streaming, so such a role never promotes.
+// Only replicas on the newest timeline are candidates (one left behind on an
+// older timeline lacks the newer writes); among them the highest replayed
+// WAL position wins.
 func (db *DB) promotionCandidateLocked(now time.Time) *node {
 	hs := &db.hs
 	if !db.cfg.autoPromote || !db.cfg.dialect.knowsRoles() || hs.primary != nil || hs.promoting ||
@@ -165,6 +177,7 @@ func (db *DB) promotionCandidateLocked(now time.Time) *node {
 		return nil
 	}
 	var best *node
+	voters := 0
 	for _, n := range db.nodes {
 		if !n.h.probed || !n.h.up || n.h.role != RoleReplica {
 			continue
@@ -173,14 +186,20 @@ func (db *DB) promotionCandidateLocked(now time.Time) *node {
 			// It streams from a primary we cannot reach, or we cannot tell.
 			return nil
 		}
-		if best == nil || n.h.timeline > best.h.timeline ||
-			n.h.timeline == best.h.timeline && n.h.lsn > best.h.lsn {
+		if n.h.streamed {
+			voters++
+		}
+		if n.h.staleTL || n.h.timeline < hs.maxTimeline {
+			continue
+		}
+		if best == nil || n.h.lsn > best.h.lsn {
 			best = n
 		}
 	}
-	if best != nil {
-		hs.promoting = true
+	if best == nil || voters == 0 {
+		return nil
 	}
+	hs.promoting = true
 	return best
 }
 

@@ -145,6 +145,7 @@ type nodeHealth struct {
 	lsn      uint64
 	timeline uint32
 	receiver string // WAL receiver state, see probeResult
+	streamed bool   // seen streaming since the current primary was chosen: may vote for a promotion
 	latency  time.Duration
 	lastErr  error
 	since    time.Time // when state or role last changed
@@ -256,11 +257,16 @@ func (db *DB) probeAndApply(n *node) {
 func (db *DB) probeDelay(n *node) time.Duration {
 	db.mu.Lock()
 	defer db.mu.Unlock()
+	fast := min(DefaultFastProbeInterval, db.cfg.probeInterval)
 	switch {
+	case db.hs.fast:
+		// No primary known, or the primary failed a probe: every node,
+		// down ones included (the primary may come back), fast.
+		return fast
 	case n.h.probed && !n.h.up:
 		return min(n.h.bo.NextBackOff(), db.cfg.maxBackoff)
-	case db.hs.fast || n.h.fails > 0:
-		return min(DefaultFastProbeInterval, db.cfg.probeInterval)
+	case n.h.fails > 0:
+		return fast
 	}
 	return db.cfg.probeInterval
 }
@@ -281,8 +287,14 @@ func (db *DB) signal(n *node, err error) {
 	}
 }
 
-// probeAllNow asks every node's loop for an immediate probe.
+// probeAllNow asks every node's loop for an immediate probe, at most once
+// per fast probe interval however many writes are waiting.
 func (db *DB) probeAllNow() {
+	now := time.Now().UnixNano()
+	last := db.lastProbeAll.Load()
+	if now-last < int64(DefaultFastProbeInterval) || !db.lastProbeAll.CompareAndSwap(last, now) {
+		return
+	}
 	for _, n := range db.nodes {
 		select {
 		case n.probeNow <- struct{}{}:
@@ -325,6 +337,9 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 				h.role, h.since = role, now
 			}
 			h.lsn, h.timeline, h.receiver = r.lsn, r.timeline, r.receiver
+			if r.receiver == "streaming" {
+				h.streamed = true
+			}
 			n.replayed.Store(r.lsn)
 			if role == RolePrimary {
 				db.samplePrimaryLocked(n, now)

@@ -437,3 +437,89 @@ func TestBackgroundProbesFollowAPromotion(t *testing.T) {
 		return nodeStatus(t, db, "primary").State == StateDown
 	})
 }
+
+func TestAutoPromoteNeverPicksAStaleReplica(t *testing.T) {
+	pc := newPGCluster(t, 2, WithAutoPromote(time.Second))
+	// First failover: replica1 becomes primary on timeline 2; replica2 is
+	// never re-pointed and stays on timeline 1.
+	pc.pg[0].fail.Store(true)
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.pg[1].lsn.Store(5000)
+	pc.pg[2].streaming.Store(false)
+	pc.pg[2].lsn.Store(900)
+	pc.probe()
+	pc.probe()
+	require.Equal(t, "replica1", pc.db.Status().Primary)
+	require.True(t, nodeStatus(t, pc.db, "replica2").StaleTimeline)
+	// Then the new primary dies too: replica2 lacks its writes.
+	pc.pg[1].fail.Store(true)
+	for range 5 {
+		pc.clock.advance(time.Second)
+		pc.probe()
+	}
+	assert.Zero(t, pc.pg[2].promotes.Load(), "a replica on an older timeline is never promoted")
+}
+
+func TestAutoPromoteNeedsAVoteFromAReplicaThatStreamed(t *testing.T) {
+	// An archive-fed replica never streams: its "not streaming" proves
+	// nothing about the primary.
+	pc := newPGClusterSetup(t, 1, func(pg []*fakePG) { pg[1].streaming.Store(false) }, WithAutoPromote(time.Second))
+	pc.pg[0].fail.Store(true)
+	for range 5 {
+		pc.clock.advance(time.Second)
+		pc.probe()
+	}
+	assert.Zero(t, pc.pg[1].promotes.Load())
+}
+
+func TestPrimaryHandleIsNeverFenced(t *testing.T) {
+	pc := newPGCluster(t, 1)
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.probe() // the configured primary loses to timeline 2: fenced
+	require.Equal(t, StateFenced, nodeStatus(t, pc.db, "primary").State)
+	pc.pg[1].fail.Store(true)
+	pc.probe()
+	pc.probe() // and the winner goes down: no primary known
+	require.Empty(t, pc.db.Status().Primary)
+	assert.Same(t, pc.dbs[1], pc.db.Primary(), "the last known primary, not the fenced node")
+	assert.Same(t, pc.dbs[1], pc.db.Replica())
+	_, err := pc.db.PrimaryContext(context.Background())
+	assert.ErrorIs(t, err, ErrNoPrimary)
+}
+
+func TestTimeLagUnknownAtStartExcludes(t *testing.T) {
+	pc := newPGClusterSetup(t, 1, func(pg []*fakePG) {
+		pg[0].lsn.Store(1_000_000)
+		pg[1].lsn.Store(10) // far behind, from before this DB started
+	}, WithMaxLag(0, 5*time.Second))
+	pc.probe()
+	r := nodeStatus(t, pc.db, "replica1")
+	assert.True(t, r.LagExcluded, "behind all known history: excluded until it is within it (%+v)", r)
+	pc.pg[1].lsn.Store(1_000_000)
+	pc.probe()
+	assert.False(t, nodeStatus(t, pc.db, "replica1").LagExcluded)
+}
+
+func TestForcedPrimaryReadIsNotRetriedOnAReplica(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNodes(t, 1)
+	db := f.router(t, withoutBackground(), WithRouter(func(_ context.Context, q string, _ bool) Target {
+		if q == "SELECT billing" {
+			return Primary
+		}
+		return Default
+	}))
+	f.conns[0].SetDown(true)
+	for _, tc := range []struct {
+		ctx   context.Context
+		query string
+	}{{UsePrimary(ctx), "SELECT 1"}, {ctx, "SELECT billing"}} {
+		err := db.QueryRowContext(tc.ctx, tc.query).Scan(new(string))
+		assert.Error(t, err, "a read demanded of the primary must not come from a replica")
+		_, err = db.QueryContext(tc.ctx, tc.query)
+		assert.Error(t, err)
+	}
+	assert.Zero(t, f.conns[1].Count(fakedriver.OpQuery))
+}

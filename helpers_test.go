@@ -178,11 +178,19 @@ type pgCluster struct {
 
 func newPGCluster(t testing.TB, replicas int, opts ...Option) *pgCluster {
 	t.Helper()
+	return newPGClusterSetup(t, replicas, func([]*fakePG) {}, opts...)
+}
+
+// newPGClusterSetup is newPGCluster with setup run on the fake nodes before
+// the DB's first probe.
+func newPGClusterSetup(t testing.TB, replicas int, setup func([]*fakePG), opts ...Option) *pgCluster {
+	t.Helper()
 	f := newFakeNodes(t, replicas)
 	pc := &pgCluster{fakeNodes: f, clock: newFakeClock()}
 	for i, c := range f.conns {
 		pc.pg = append(pc.pg, newFakePG(c, i > 0, 1))
 	}
+	setup(pc.pg)
 	base := []Option{withClock(pc.clock), withoutBackground(), WithPrimaryWait(0), WithEventHook(func(e Event) {
 		pc.mu.Lock()
 		pc.events = append(pc.events, e)

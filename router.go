@@ -24,8 +24,10 @@ import (
 // A DB is safe for concurrent use by multiple goroutines. Close it when done:
 // that stops the probes and closes the handles Open opened.
 type DB struct {
-	table  atomic.Pointer[table] // the routing table; replaced whole, never mutated
-	closed atomic.Bool
+	table        atomic.Pointer[table] // the routing table; replaced whole, never mutated
+	lastPrimary  atomic.Pointer[node]  // the last node known as primary
+	lastProbeAll atomic.Int64          // unix nanoseconds of the last probeAllNow
+	closed       atomic.Bool
 
 	cfg    config
 	nodes  []*node // [0] is the node configured as primary
@@ -58,6 +60,7 @@ type node struct {
 
 	probeNow chan struct{} // size 1: a coalesced request to probe at once
 	replayed atomic.Uint64 // last probed WAL position (replayed on a replica); read by sessions
+	fenced   atomic.Bool   // mirrors h.fenced, for Primary
 
 	h nodeHealth // protected by DB.mu
 }
@@ -187,14 +190,38 @@ func newDB(primary *sql.DB, replicas []*sql.DB, names []string, owned bool, opts
 	return db, nil
 }
 
-// Primary returns the handle of the current primary, or of the configured
-// primary while none is known: the escape hatch for what the router does not
-// cover. Statements run on it directly bypass routing and its counters.
+// Primary returns the handle of the current primary: the escape hatch for
+// what the router does not cover (COPY, LISTEN, driver-specific calls).
+// Statements run on it directly bypass routing, sessions and counters. While
+// no primary is known it returns the last known one (or the configured one),
+// never a fenced node; PrimaryContext waits for a primary instead.
 func (db *DB) Primary() *sql.DB {
 	if p := db.table.Load().primary; p != nil {
 		return p.db
 	}
+	if p := db.lastPrimary.Load(); p != nil && !p.fenced.Load() {
+		return p.db
+	}
+	for _, n := range db.nodes {
+		if !n.fenced.Load() {
+			return n.db
+		}
+	}
 	return db.nodes[0].db
+}
+
+// PrimaryContext returns the handle of the current primary, waiting for one
+// as writes do (WithPrimaryWait, bounded by ctx); ErrNoPrimary when none
+// became known, ErrClosed after Close.
+func (db *DB) PrimaryContext(ctx context.Context) (*sql.DB, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	p, err := db.primaryNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p.db, nil
 }
 
 // Replica returns the handle of the replica the balancer picks for the next
@@ -209,10 +236,12 @@ func (db *DB) Replica() *sql.DB {
 
 // route chooses the node for a statement. write is true for anything that
 // may write. It never returns a replica for a write, nor a node that is not
-// eligible.
-func (db *DB) route(ctx context.Context, query string, write bool) (*node, error) {
+// eligible. pinned says the node was demanded (UsePrimary, or a custom
+// router's Primary or NodeNamed): a failed read is then not run elsewhere.
+func (db *DB) route(ctx context.Context, query string, write bool) (n *node, pinned bool, err error) {
 	if usesPrimary(ctx) {
-		return db.primaryNode(ctx)
+		n, err = db.primaryNode(ctx)
+		return n, true, err
 	}
 	t := db.table.Load()
 	for _, r := range db.cfg.routers {
@@ -221,23 +250,27 @@ func (db *DB) route(ctx context.Context, query string, write bool) (*node, error
 		case targetDefault:
 			continue
 		case targetPrimary:
-			return db.primaryNode(ctx)
+			n, err = db.primaryNode(ctx)
+			return n, true, err
 		case targetReplica:
 			if !write {
-				return db.replicaNode(ctx, t, nil)
+				n, err = db.replicaNode(ctx, t, nil)
+				return n, false, err
 			}
 		case targetNode:
 			n := db.byName[tg.name]
 			if n != nil && (n == t.primary || !write && t.readable(n) && db.sessionAllows(ctx, t, n)) {
-				return n, nil
+				return n, true, nil
 			}
 		}
 		break
 	}
 	if write {
-		return db.primaryNode(ctx)
+		n, err = db.primaryNode(ctx)
+	} else {
+		n, err = db.replicaNode(ctx, t, nil)
 	}
-	return db.replicaNode(ctx, t, nil)
+	return n, false, err
 }
 
 // primaryNode returns the current primary, waiting for one (WithPrimaryWait,
@@ -360,32 +393,34 @@ func (n *node) count(write bool, err error) {
 
 // rerouteRead decides where a failed routed read runs again: on the primary
 // when a replica refused it as a write (SQLSTATE 25006: the classifier could
-// not know, e.g. a volatile function), on another eligible node when the
-// connection failed before any row came back. It returns nil when the read
-// must not run again. Writes never run again.
-func (db *DB) rerouteRead(ctx context.Context, n *node, write bool, err error) *node {
+// not know, e.g. a volatile function; misroute is then true), on another
+// eligible node when the connection failed before any row came back (not
+// when the node was pinned: a read demanded of the primary must not quietly
+// come from a replica). It returns nil when the read must not run again.
+// Writes never run again.
+func (db *DB) rerouteRead(ctx context.Context, n *node, pinned, write bool, err error) (again *node, misroute bool) {
 	db.signal(n, err)
 	if write || ctx.Err() != nil {
-		return nil
+		return nil, false
 	}
 	t := db.table.Load()
 	switch {
 	case isReadOnlyError(err) && n != t.primary:
 		p, perr := db.primaryNode(ctx)
 		if perr != nil || p == n {
-			return nil
+			return nil, false
 		}
 		n.misroutes.Add(1)
-		return p
-	case isConnError(err):
+		return p, true
+	case isConnError(err) && !pinned:
 		other, rerr := db.replicaNode(ctx, t, n)
 		if rerr != nil || other == n {
-			return nil
+			return nil, false
 		}
 		n.retries.Add(1)
-		return other
+		return other, false
 	}
-	return nil
+	return nil, false
 }
 
 // QueryContext runs a query that returns rows. A read goes to a replica
@@ -407,7 +442,7 @@ func (db *DB) queryCall(ctx context.Context, c call) (*sql.Rows, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	n, err := db.route(ctx, c.query, c.write)
+	n, pinned, err := db.route(ctx, c.query, c.write)
 	if err != nil {
 		return nil, err
 	}
@@ -415,11 +450,11 @@ func (db *DB) queryCall(ctx context.Context, c call) (*sql.Rows, error) {
 	n.count(c.write, err)
 	if err == nil {
 		if c.write {
-			db.noteWrite(ctx)
+			db.noteQueryWrite(ctx, rows)
 		}
 		return rows, nil
 	}
-	again := db.rerouteRead(ctx, n, c.write, err)
+	again, misroute := db.rerouteRead(ctx, n, pinned, c.write, err)
 	if again == nil {
 		return nil, nodeErr(n, "query", err)
 	}
@@ -428,6 +463,9 @@ func (db *DB) queryCall(ctx context.Context, c call) (*sql.Rows, error) {
 	if err != nil {
 		db.signal(again, err)
 		return nil, nodeErr(again, "query", err)
+	}
+	if misroute {
+		db.noteQueryWrite(ctx, rows) // it wrote after all
 	}
 	return rows, nil
 }
@@ -448,7 +486,7 @@ func (db *DB) queryRowCall(ctx context.Context, c call) *sql.Row {
 	if db.closed.Load() {
 		return errRow(ErrClosed)
 	}
-	n, err := db.route(ctx, c.query, c.write)
+	n, pinned, err := db.route(ctx, c.query, c.write)
 	if err != nil {
 		return errRow(err)
 	}
@@ -461,7 +499,7 @@ func (db *DB) queryRowCall(ctx context.Context, c call) *sql.Row {
 		}
 		return row
 	}
-	again := db.rerouteRead(ctx, n, c.write, err)
+	again, misroute := db.rerouteRead(ctx, n, pinned, c.write, err)
 	if again == nil {
 		return row
 	}
@@ -469,6 +507,9 @@ func (db *DB) queryRowCall(ctx context.Context, c call) *sql.Row {
 	err = row.Err()
 	again.count(c.write, err)
 	db.signal(again, err)
+	if err == nil && misroute {
+		db.noteWrite(ctx) // it wrote after all
+	}
 	return row
 }
 
@@ -488,7 +529,7 @@ func (db *DB) execCall(ctx context.Context, c call) (sql.Result, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	n, err := db.route(ctx, c.query, true)
+	n, _, err := db.route(ctx, c.query, true)
 	if err != nil {
 		return nil, err
 	}
@@ -512,7 +553,7 @@ func (db *DB) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
 		return nil, ErrClosed
 	}
 	write := opts == nil || !opts.ReadOnly || !db.cfg.readOnlyTxOnReplica || opts.Isolation == sql.LevelSerializable
-	n, err := db.route(ctx, "", write)
+	n, pinned, err := db.route(ctx, "", write)
 	if err != nil {
 		return nil, err
 	}
@@ -524,7 +565,7 @@ func (db *DB) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
 		}
 		return tx, nil
 	}
-	again := db.rerouteRead(ctx, n, write, err)
+	again, _ := db.rerouteRead(ctx, n, pinned, write, err)
 	if again == nil || !isConnError(err) {
 		return nil, nodeErr(n, "begin", err)
 	}
@@ -551,7 +592,7 @@ func (db *DB) PrepareContext(ctx context.Context, query string) (*sql.Stmt, erro
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	n, err := db.route(ctx, query, !sqlclass.Classify(query))
+	n, _, err := db.route(ctx, query, !sqlclass.Classify(query))
 	if err != nil {
 		return nil, err
 	}
@@ -575,7 +616,7 @@ func (db *DB) Conn(ctx context.Context) (*sql.Conn, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	n, err := db.route(ctx, "", true)
+	n, _, err := db.route(ctx, "", true)
 	if err != nil {
 		return nil, err
 	}

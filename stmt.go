@@ -34,7 +34,7 @@ func (db *DB) PrepareRouted(ctx context.Context, query string) (*Stmt, error) {
 		return nil, ErrClosed
 	}
 	s := &Stmt{db: db, query: query, write: !sqlclass.Classify(query), stmts: make([]atomic.Pointer[sql.Stmt], len(db.nodes))}
-	n, err := db.route(ctx, query, s.write)
+	n, _, err := db.route(ctx, query, s.write)
 	if err != nil {
 		return nil, err
 	}
