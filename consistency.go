@@ -118,9 +118,16 @@ const tokenVersion = "v1"
 // cookie or a header; ResumeSession turns it back into a session, in this
 // process or another. A write whose position is still unknown (see
 // pendingWrite) is learned first; failing that, the token says so, and the
-// resumed session learns it at its first read.
+// resumed session learns it at its first read. Token uses
+// context.Background internally; to bound that, use TokenContext.
 func (s *Session) Token() string {
-	s.resolvePending(context.Background(), nil)
+	return s.TokenContext(context.Background())
+}
+
+// TokenContext is Token with a context bounding the round trip that learns
+// a pending write's position.
+func (s *Session) TokenContext(ctx context.Context) string {
+	s.resolvePending(ctx, nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var ms int64
@@ -138,6 +145,11 @@ const tokenPending = "p"
 
 // ResumeSession returns a session at the position a Token encoded. A token
 // it cannot parse gives an error for which errors.Is(err, ErrInvalidToken).
+//
+// A token carried by a client is the client's to forge: the worst a forged
+// one does is send that client's reads to the primary (and, with
+// SessionCausal(maxWait), make them wait maxWait first). A last write in the
+// future counts as now.
 func ResumeSession(token string) (*Session, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) < 3 || len(parts) > 4 || parts[0] != tokenVersion || len(token) > 64 ||
@@ -152,6 +164,9 @@ func ResumeSession(token string) (*Session, error) {
 	s := &Session{lsn: lsn}
 	if ms > 0 {
 		s.lastWrite = time.UnixMilli(ms)
+		if now := time.UnixMilli(time.Now().UnixMilli()); s.lastWrite.After(now) {
+			s.lastWrite = now
+		}
 	}
 	if len(parts) == 4 {
 		s.pending = []*pendingWrite{{}}
@@ -349,8 +364,19 @@ func (db *DB) sessionAllows(ctx context.Context, t *table, n *node) bool {
 	return !usePrimary && slices.Contains(replicas, n)
 }
 
-// caughtUp returns the replicas whose known replayed position is at least need.
+// caughtUp returns the replicas whose known replayed position is at least
+// need: replicas itself (no copy) when all of them are.
 func caughtUp(replicas []*node, need uint64) []*node {
+	all := true
+	for _, n := range replicas {
+		if n.replayed.Load() < need {
+			all = false
+			break
+		}
+	}
+	if all {
+		return replicas
+	}
 	var out []*node
 	for _, n := range replicas {
 		if n.replayed.Load() >= need {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -254,4 +255,10 @@ func TestSessionQueryWriteStaysPendingWhileRowsAreOpen(t *testing.T) {
 	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"))
 	assert.Equal(t, uint64(300), s.lsn)
 	assert.Empty(t, s.pending)
+}
+
+func TestResumeSessionClampsAFutureWrite(t *testing.T) {
+	s, err := ResumeSession("v1.0." + strconv.FormatInt(time.Now().Add(24*time.Hour).UnixMilli(), 16))
+	require.NoError(t, err)
+	assert.False(t, s.lastWrite.After(time.Now()), "a forged future write would pin time-mode reads to the primary")
 }

@@ -22,8 +22,8 @@ var (
 	ErrNoPrimary = errors.New("dbrouter: no primary available")
 
 	// ErrNoReplica is returned by reads when no replica is eligible (all are
-	// down, fenced or over the lag limit), replica fallback is off
-	// (WithReplicaFallback(false)), or a custom router demanded a replica.
+	// down, fenced, on an older timeline or over the lag limit) and replica
+	// fallback is off (WithReplicaFallback(false)).
 	ErrNoReplica = errors.New("dbrouter: no replica available")
 
 	// ErrInvalidToken is returned by ResumeSession for a token it cannot

@@ -69,6 +69,36 @@ func (db *DB) event(kind EventKind, n *node, now time.Time, detail string, err e
 	return e
 }
 
+// ticketLocked numbers a batch of events in the order the state changed
+// (DB.mu held), so emitInOrder delivers batches in that order; 0 for none.
+func (db *DB) ticketLocked(events []Event) uint64 {
+	if len(events) == 0 {
+		return 0
+	}
+	db.evIssued++
+	return db.evIssued
+}
+
+// emitInOrder emits the batch numbered ticket once every earlier batch was
+// emitted: the probes of several nodes make changes concurrently, and a hook
+// that tracks the primary must not see "primary changed" before the "no
+// primary" that came first. No lock is held while the hook runs.
+func (db *DB) emitInOrder(ticket uint64, events []Event) {
+	if ticket == 0 {
+		return
+	}
+	db.evMu.Lock()
+	for db.evDelivered != ticket-1 {
+		db.evCond.Wait()
+	}
+	db.evMu.Unlock()
+	db.emit(events)
+	db.evMu.Lock()
+	db.evDelivered = ticket
+	db.evCond.Broadcast()
+	db.evMu.Unlock()
+}
+
 // emit logs events and passes them to the hook. It is called with no lock
 // held.
 func (db *DB) emit(events []Event) {

@@ -222,7 +222,8 @@ func (db *DB) promote(n *node) {
 	// Another attempt only after another full wait without a primary: the
 	// probes must first see what this one did.
 	db.hs.lostAt = db.cfg.clock.now()
+	ticket := db.ticketLocked([]Event{ev})
 	db.mu.Unlock()
-	db.emit([]Event{ev})
+	db.emitInOrder(ticket, []Event{ev})
 	db.probeAllNow()
 }

@@ -67,13 +67,19 @@ func (realClock) now() time.Time { return time.Now() }
 // A Dialect knows how to probe a node. PostgreSQL() learns role, WAL position
 // and timeline in one round trip; Generic() only pings.
 type Dialect interface {
-	probe(ctx context.Context, db *sql.DB) probeResult
+	probe(ctx context.Context, q querier) probeResult
 	knowsRoles() bool
 }
 
+// querier is what a probe runs on: a *sql.Conn kept for probes, or a pool.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	PingContext(ctx context.Context) error
+}
+
 // PostgreSQL returns the dialect for PostgreSQL streaming replication (the
-// default). The probing role needs pg_monitor (or superuser) to read
-// pg_stat_wal_receiver and pg_control_checkpoint().
+// default). Any role can probe; with pg_monitor (or pg_read_all_stats) it
+// also sees the WAL receiver's state, which WithAutoPromote needs.
 func PostgreSQL() Dialect { return postgresDialect{} }
 
 // Generic returns a dialect for any driver: probes only ping, so roles stay
@@ -92,8 +98,8 @@ type probeResult struct {
 type genericDialect struct{}
 
 func (genericDialect) knowsRoles() bool { return false }
-func (genericDialect) probe(ctx context.Context, db *sql.DB) probeResult {
-	return probeResult{err: db.PingContext(ctx)}
+func (genericDialect) probe(ctx context.Context, q querier) probeResult {
+	return probeResult{err: q.PingContext(ctx)}
 }
 
 type postgresDialect struct{}
@@ -115,13 +121,13 @@ const postgresProbe = `SELECT r,
 	CASE WHEN r THEN COALESCE((SELECT COALESCE(status, 'hidden') FROM pg_stat_wal_receiver), 'none') ELSE '' END
 FROM pg_is_in_recovery() AS r`
 
-func (postgresDialect) probe(ctx context.Context, db *sql.DB) probeResult {
+func (postgresDialect) probe(ctx context.Context, q querier) probeResult {
 	var (
 		r   probeResult
 		lsn string
 		tl  sql.NullInt64
 	)
-	r.err = db.QueryRowContext(ctx, postgresProbe).Scan(&r.inRecovery, &lsn, &tl, &r.receiver)
+	r.err = q.QueryRowContext(ctx, postgresProbe).Scan(&r.inRecovery, &lsn, &tl, &r.receiver)
 	if r.err != nil {
 		return r
 	}
@@ -199,16 +205,16 @@ func (db *DB) startHealth() {
 	if db.cfg.noBackground {
 		return
 	}
-	db.ProbeAll()
+	db.probeAll()
 	for _, n := range db.nodes {
 		db.wg.Add(1)
 		go db.probeLoop(n)
 	}
 }
 
-// ProbeAll probes every node now, in parallel, and returns once the routing
+// probeAll probes every node now, in parallel, and returns once the routing
 // table reflects the results.
-func (db *DB) ProbeAll() {
+func (db *DB) probeAll() {
 	var wg sync.WaitGroup
 	for _, n := range db.nodes {
 		wg.Go(func() { db.probeAndApply(n) })
@@ -244,13 +250,51 @@ func (db *DB) probeLoop(n *node) {
 func (db *DB) probeAndApply(n *node) {
 	ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
 	began := time.Now()
-	r := db.cfg.dialect.probe(ctx, n.db)
+	r := db.probe(ctx, n)
 	latency := time.Since(began)
 	cancel()
 	if r.err != nil && ctx.Err() != nil && r.err == ctx.Err() {
 		r.err = fmt.Errorf("probe timed out after %v: %w", db.cfg.probeTimeout, r.err)
 	}
 	db.apply(n, r, latency)
+}
+
+// probe probes n on a connection of its own, kept between probes, so a pool
+// the application has exhausted (SetMaxOpenConns) cannot starve the probes
+// and get a healthy node marked down. A failed probe gives the connection
+// back; the next one takes a fresh connection. Pools limited to one
+// connection are probed through the pool, to leave the application its one.
+func (db *DB) probe(ctx context.Context, n *node) probeResult {
+	n.probeMu.Lock()
+	defer n.probeMu.Unlock()
+	if n.probeConn == nil {
+		if n.db.Stats().MaxOpenConnections == 1 {
+			return db.cfg.dialect.probe(ctx, n.db)
+		}
+		c, err := n.db.Conn(ctx)
+		if err != nil {
+			return probeResult{err: err}
+		}
+		n.probeConn = c
+	}
+	r := db.cfg.dialect.probe(ctx, n.probeConn)
+	if r.err != nil {
+		n.probeConn.Close()
+		n.probeConn = nil
+	}
+	return r
+}
+
+// releaseProbeConns gives the probes' connections back to their pools.
+func (db *DB) releaseProbeConns() {
+	for _, n := range db.nodes {
+		n.probeMu.Lock()
+		if n.probeConn != nil {
+			n.probeConn.Close()
+			n.probeConn = nil
+		}
+		n.probeMu.Unlock()
+	}
 }
 
 // probeDelay is how long n's loop waits before its next probe.
@@ -360,12 +404,13 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 	wake := fast && !db.hs.fast
 	db.hs.fast = fast
 	promote := db.promotionCandidateLocked(now)
+	ticket := db.ticketLocked(events)
 	db.mu.Unlock()
 
 	if wake {
 		db.probeAllNow()
 	}
-	db.emit(events)
+	db.emitInOrder(ticket, events)
 	if promote != nil {
 		db.promote(promote)
 	}

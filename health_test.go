@@ -523,3 +523,18 @@ func TestForcedPrimaryReadIsNotRetriedOnAReplica(t *testing.T) {
 	}
 	assert.Zero(t, f.conns[1].Count(fakedriver.OpQuery))
 }
+
+func TestProbesAreNotStarvedByABusyPool(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1, WithProbeTimeout(100*time.Millisecond))
+	pc.db.SetMaxOpenConns(2) // one kept by the probes, one for the application
+	tx, err := pc.db.BeginTx(ctx, nil) // the application's: the pool is full now
+	require.NoError(t, err)
+	defer tx.Rollback()
+	for range 3 {
+		pc.probe()
+	}
+	p := nodeStatus(t, pc.db, "primary")
+	assert.Equal(t, StateUp, p.State, "a full pool does not make a healthy primary look down: %v", p.LastError)
+	assert.Equal(t, "primary", pc.db.Status().Primary)
+}

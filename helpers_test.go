@@ -205,7 +205,7 @@ func newPGClusterSetup(t testing.TB, replicas int, setup func([]*fakePG), opts .
 }
 
 // probe probes every node once, as one round of the background loop would.
-func (pc *pgCluster) probe() { pc.db.ProbeAll() }
+func (pc *pgCluster) probe() { pc.db.probeAll() }
 
 func (pc *pgCluster) eventKinds() []EventKind {
 	pc.mu.Lock()

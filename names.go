@@ -26,11 +26,9 @@ func nameFromDSN(dsn string, i int) string {
 		db, _, _ = strings.Cut(strings.TrimPrefix(db, "/"), "?")
 		return host + "/" + db
 	case strings.Contains(dsn, "="):
-		kv := map[string]string{}
-		for _, f := range strings.Fields(dsn) {
-			if k, v, ok := strings.Cut(f, "="); ok {
-				kv[strings.ToLower(k)] = strings.Trim(v, "'")
-			}
+		kv, ok := parseKeywordValue(dsn)
+		if !ok {
+			return fallback
 		}
 		host, port := kv["host"], kv["port"]
 		if host == "" {
@@ -42,6 +40,64 @@ func nameFromDSN(dsn string, i int) string {
 		return net.JoinHostPort(host, port) + "/" + kv["dbname"]
 	}
 	return fallback
+}
+
+// parseKeywordValue parses a libpq keyword/value connection string: keyword
+// = value pairs separated by spaces, where a value may be single-quoted and
+// backslash escapes a quote or a backslash. ok is false for anything else.
+func parseKeywordValue(s string) (kv map[string]string, ok bool) {
+	kv = map[string]string{}
+	i := 0
+	skipSpace := func() {
+		for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+			i++
+		}
+	}
+	for {
+		skipSpace()
+		if i == len(s) {
+			return kv, true
+		}
+		start := i
+		for i < len(s) && s[i] != '=' && s[i] != ' ' {
+			i++
+		}
+		key := strings.ToLower(s[start:i])
+		skipSpace()
+		if key == "" || i == len(s) || s[i] != '=' {
+			return nil, false
+		}
+		i++
+		skipSpace()
+		var val strings.Builder
+		quoted := i < len(s) && s[i] == '\''
+		if quoted {
+			i++
+		}
+		for ; ; i++ {
+			if i == len(s) {
+				if quoted {
+					return nil, false // unterminated
+				}
+				break
+			}
+			c := s[i]
+			if c == '\\' && i+1 < len(s) {
+				i++
+				val.WriteByte(s[i])
+				continue
+			}
+			if quoted && c == '\'' {
+				i++
+				break
+			}
+			if !quoted && c == ' ' {
+				break
+			}
+			val.WriteByte(c)
+		}
+		kv[key] = val.String()
+	}
 }
 
 // uniqueNames appends #2, #3, … to names that repeat (two DSNs for the same

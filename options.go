@@ -86,6 +86,14 @@ func (c *config) validate() error {
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
+	if c.dialect != nil && !c.dialect.knowsRoles() {
+		if c.autoPromote {
+			c.fail("WithAutoPromote needs the PostgreSQL dialect, not Generic()")
+		}
+		if c.maxLagBytes > 0 || c.maxLagTime > 0 {
+			c.fail("WithMaxLag needs the PostgreSQL dialect, not Generic()")
+		}
+	}
 	return errors.Join(c.errs...)
 }
 
@@ -226,8 +234,11 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
-// WithEventHook calls h with every state change, from the probe goroutines,
-// never under a lock. h must not block for long. Default: none.
+// WithEventHook calls h with every state change, in the order the changes
+// happened, from the probe goroutines, never under a lock. h must not block
+// for long, and must not call Close. It may be called before Open or New
+// returns (their first probe round can already change state, e.g. when the
+// configured primary is in fact a replica). Default: none.
 func WithEventHook(h func(Event)) Option {
 	return func(c *config) {
 		if h == nil {

@@ -41,8 +41,13 @@ type DB struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu sync.Mutex // protects following fields, the nodes' health, and publishing tables
-	hs healthState
+	evMu        sync.Mutex // protects evDelivered; evCond's lock
+	evCond      *sync.Cond // signalled when a batch of events was emitted
+	evDelivered uint64     // the last batch of events emitted
+
+	mu       sync.Mutex // protects following fields, the nodes' health, and publishing tables
+	hs       healthState
+	evIssued uint64 // the last batch of events numbered
 }
 
 // node is one database server behind the router.
@@ -61,6 +66,9 @@ type node struct {
 	probeNow chan struct{} // size 1: a coalesced request to probe at once
 	replayed atomic.Uint64 // last probed WAL position (replayed on a replica); read by sessions
 	fenced   atomic.Bool   // mirrors h.fenced, for Primary
+
+	probeMu   sync.Mutex // serializes probes of this node; protects probeConn
+	probeConn *sql.Conn  // kept for probes; nil until the next probe takes one
 
 	h nodeHealth // protected by DB.mu
 }
@@ -177,6 +185,7 @@ func newDB(primary *sql.DB, replicas []*sql.DB, names []string, owned bool, opts
 		return nil, err
 	}
 	db := &DB{cfg: cfg, owned: owned, byName: make(map[string]*node)}
+	db.evCond = sync.NewCond(&db.evMu)
 	for i, h := range append([]*sql.DB{primary}, replicas...) {
 		n := &node{name: names[i], index: i, db: h, configured: RoleReplica, probeNow: make(chan struct{}, 1)}
 		if i == 0 {
@@ -656,14 +665,18 @@ func (db *DB) Ping() error {
 	return db.PingContext(context.Background())
 }
 
-// Close stops the background probes and waits for them, then closes the
-// handles that Open opened (handles given to New stay open). It is
-// idempotent; afterwards every method returns ErrClosed.
+// Close stops the background probes and waits for them, gives back the
+// connections they kept, then closes the handles that Open opened (handles
+// given to New stay open). It is idempotent. Afterwards every method that
+// runs statements (on the DB or a Stmt) returns ErrClosed; Status, Stats,
+// Primary and Replica still answer. Close your Stmts yourself. Do not call
+// Close from an event hook: it waits for the goroutine running the hook.
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
 		db.closed.Store(true)
 		db.cancel()
 		db.wg.Wait()
+		db.releaseProbeConns()
 		if db.owned {
 			var errs []error
 			for _, n := range db.nodes {

@@ -92,6 +92,8 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"zero session mode", p, nil, []Option{WithSessionMode(SessionMode{})}, "zero SessionMode"},
 		{"zero session window", p, nil, []Option{WithSessionMode(SessionTime(0))}, "SessionTime"},
 		{"negative causal wait", p, nil, []Option{WithSessionMode(SessionCausal(-1))}, "SessionCausal"},
+		{"auto promote without PostgreSQL", p, nil, []Option{WithDialect(Generic()), WithAutoPromote(time.Second)}, "WithAutoPromote needs the PostgreSQL dialect"},
+		{"max lag without PostgreSQL", p, nil, []Option{WithDialect(Generic()), WithMaxLag(1, 0)}, "WithMaxLag needs the PostgreSQL dialect"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -346,8 +348,8 @@ func TestCustomRouters(t *testing.T) {
 
 	// A down node is never chosen, whatever the router says.
 	f.conns[2].SetDown(true)
-	db.ProbeAll()
-	db.ProbeAll() // two failures: down
+	db.probeAll()
+	db.probeAll() // two failures: down
 	st := db.Status()
 	rb, _ := st.Node("r-b")
 	require.Equal(t, StateDown, rb.State)
@@ -364,7 +366,7 @@ func TestReplicaFallback(t *testing.T) {
 	on := f.router(t)
 	off := f.router(t, WithReplicaFallback(false))
 	for _, db := range []*DB{on, off} {
-		db.ProbeAll() // New probed once; this is the second failure
+		db.probeAll() // New probed once; this is the second failure
 	}
 	assert.Equal(t, "primary", served(t, on, ctx, "SELECT 1"))
 	err := off.QueryRowContext(ctx, "SELECT 1").Scan(new(string))
@@ -584,6 +586,9 @@ func TestNameFromDSN(t *testing.T) {
 		{"host=db2 password='s3cret' dbname=orders", "db2:5432/orders"},
 		{"app:s3cret@tcp(db3:3306)/orders?parseTime=true", "db3:3306/orders"},
 		{"file:test.db", "node4"},
+		{"host=db1 dbname=app password='x dbname=s3cret'", "db1:5432/app"},
+		{`host=db1 password='it\'s s3cret' dbname='my db'`, "db1:5432/my db"},
+		{"host=db1 password='unterminated s3cret", "node4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.dsn, func(t *testing.T) {
@@ -593,4 +598,32 @@ func TestNameFromDSN(t *testing.T) {
 		})
 	}
 	assert.Equal(t, []string{"a", "b", "a#2"}, uniqueNames([]string{"a", "b", "a"}))
+}
+
+func TestStmtHungPrepareBlocksOnlyItsNode(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNodes(t, 1)
+	db := f.router(t, withoutBackground())
+	st, err := db.PrepareRouted(UsePrimary(ctx), "SELECT 1") // prepared on the primary only
+	require.NoError(t, err)
+	release := make(chan struct{})
+	f.conns[1].SetHook(func(ctx context.Context, op fakedriver.Op, _ string) error {
+		if op == fakedriver.OpPrepare {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	hung := make(chan error, 1)
+	go func() { // routed to the replica, whose prepare hangs
+		hung <- st.QueryRowContext(ctx).Scan(new(string))
+	}()
+	waitFor(t, 10*time.Second, "the prepare to hang", func() bool { return f.conns[1].Count(fakedriver.OpPrepare) > 0 })
+	assert.Equal(t, "primary", served(t, stmtRow{st}, UsePrimary(ctx), ""), "other nodes are not blocked")
+	require.NoError(t, st.Close(), "Close is not blocked")
+	close(release)
+	assert.ErrorIs(t, <-hung, ErrClosed, "the statement prepared after Close is closed again")
 }

@@ -22,7 +22,9 @@ type Stmt struct {
 	stmts  []atomic.Pointer[sql.Stmt] // by node index; nil until prepared there
 	closed atomic.Bool
 
-	mu sync.Mutex // serializes preparing and closing
+	// One lock per node serializes preparing there, so a node that hangs
+	// delays only the calls routed to it, and never Close.
+	preparing []sync.Mutex
 }
 
 // PrepareRouted returns a statement that routes per call, prepares lazily on
@@ -33,7 +35,8 @@ func (db *DB) PrepareRouted(ctx context.Context, query string) (*Stmt, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	s := &Stmt{db: db, query: query, write: !sqlclass.Classify(query), stmts: make([]atomic.Pointer[sql.Stmt], len(db.nodes))}
+	s := &Stmt{db: db, query: query, write: !sqlclass.Classify(query),
+		stmts: make([]atomic.Pointer[sql.Stmt], len(db.nodes)), preparing: make([]sync.Mutex, len(db.nodes))}
 	n, _, err := db.route(ctx, query, s.write)
 	if err != nil {
 		return nil, err
@@ -49,8 +52,9 @@ func (s *Stmt) on(ctx context.Context, n *node) (*sql.Stmt, error) {
 	if st := s.stmts[n.index].Load(); st != nil {
 		return st, nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	mu := &s.preparing[n.index]
+	mu.Lock()
+	defer mu.Unlock()
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -63,6 +67,13 @@ func (s *Stmt) on(ctx context.Context, n *node) (*sql.Stmt, error) {
 		return nil, nodeErr(n, "prepare", err)
 	}
 	s.stmts[n.index].Store(st)
+	if s.closed.Load() {
+		// Close ran while this was being prepared: close it here.
+		if st := s.stmts[n.index].Swap(nil); st != nil {
+			st.Close()
+		}
+		return nil, ErrClosed
+	}
 	return st, nil
 }
 
@@ -116,10 +127,9 @@ func (s *Stmt) Exec(args ...any) (sql.Result, error) {
 }
 
 // Close closes the statement on every node it was prepared on. It is
-// idempotent.
+// idempotent. A Stmt is not closed by DB.Close: close it yourself, or its
+// statements stay prepared on handles given to New.
 func (s *Stmt) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed.Swap(true) {
 		return nil
 	}
