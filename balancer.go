@@ -36,7 +36,8 @@ func (random) pick(replicas []*node) *node { return replicas[rand.IntN(len(repli
 
 // LeastInFlight returns a Balancer that picks the eligible replica with the
 // fewest connections in use (sql.DBStats.InUse: running statements and open
-// Rows), taking replicas in turn among equals.
+// Rows), taking replicas in turn among equals. Reading those counts takes
+// each replica pool's lock, so it costs more per read than RoundRobin.
 func LeastInFlight() Balancer {
 	b := &leastInFlight{}
 	b.next.Store(rand.Uint64())

@@ -480,7 +480,9 @@ func (db *DB) queryCall(ctx context.Context, c call) (*sql.Rows, error) {
 }
 
 // QueryRowContext runs a query expected to return at most one row, routed as
-// QueryContext. Errors are deferred to the Row's Scan (or Err).
+// QueryContext. Errors are deferred to the Row's Scan (or Err), as with
+// *sql.DB; they are the driver's errors as they are, not *NodeError
+// (database/sql offers no way to wrap them).
 func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	return db.queryRowCall(ctx, call{query: query, args: args, write: !sqlclass.Classify(query)})
 }
