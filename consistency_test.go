@@ -141,13 +141,7 @@ func TestTimeSession(t *testing.T) {
 }
 
 func TestSessionTransactionIsResolvedAfterItEnds(t *testing.T) {
-	ctx := context.Background()
-	pc := newPGCluster(t, 1)
-	pc.pg[0].lsn.Store(100)
-	pc.pg[1].lsn.Store(100)
-	pc.probe()
-	s := NewSession()
-	sctx := WithSession(ctx, s)
+	pc, s, sctx := sessionCluster(t)
 	tx, err := pc.db.BeginTx(sctx, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "while the transaction is open")
@@ -169,13 +163,7 @@ func TestSessionTransactionIsResolvedAfterItEnds(t *testing.T) {
 var sqlTxReadOnly = sql.TxOptions{ReadOnly: true}
 
 func TestSessionWriteQueryIsResolvedAtTheNextRead(t *testing.T) {
-	ctx := context.Background()
-	pc := newPGCluster(t, 1)
-	pc.pg[0].lsn.Store(100)
-	pc.pg[1].lsn.Store(100)
-	pc.probe()
-	s := NewSession()
-	sctx := WithSession(ctx, s)
+	pc, s, sctx := sessionCluster(t)
 	// INSERT … RETURNING commits only once its rows are read: its position
 	// is not taken when QueryRow returns.
 	row := pc.db.QueryRowContext(sctx, "INSERT INTO t VALUES (1) RETURNING id")
@@ -191,13 +179,7 @@ func TestSessionWriteQueryIsResolvedAtTheNextRead(t *testing.T) {
 }
 
 func TestSessionUnknownPositionIsLearnedLater(t *testing.T) {
-	ctx := context.Background()
-	pc := newPGCluster(t, 1)
-	pc.pg[0].lsn.Store(100)
-	pc.pg[1].lsn.Store(100)
-	pc.probe()
-	s := NewSession()
-	sctx := WithSession(ctx, s)
+	pc, s, sctx := sessionCluster(t)
 	pc.pg[0].lsnFail.Store(true)
 	_, err := pc.db.ExecContext(sctx, "INSERT INTO t VALUES (1)")
 	require.NoError(t, err, "the write itself succeeded")
@@ -213,7 +195,7 @@ func TestSessionUnknownPositionIsLearnedLater(t *testing.T) {
 	resumed, err := ResumeSession(tok)
 	require.NoError(t, err)
 	pc.pg[0].lsn.Store(120)
-	assert.Equal(t, "primary", served(t, pc.db, WithSession(ctx, resumed), "SELECT 1"))
+	assert.Equal(t, "primary", served(t, pc.db, WithSession(context.Background(), resumed), "SELECT 1"))
 	assert.Equal(t, uint64(120), resumed.lsn)
 	assert.Empty(t, resumed.pending)
 }
@@ -239,13 +221,7 @@ func TestSessionNotesAMisroutedWrite(t *testing.T) {
 }
 
 func TestSessionQueryWriteStaysPendingWhileRowsAreOpen(t *testing.T) {
-	ctx := context.Background()
-	pc := newPGCluster(t, 1)
-	pc.pg[0].lsn.Store(100)
-	pc.pg[1].lsn.Store(100)
-	pc.probe()
-	s := NewSession()
-	sctx := WithSession(ctx, s)
+	pc, s, sctx := sessionCluster(t)
 	rows, err := pc.db.QueryContext(sctx, "INSERT INTO t VALUES (1) RETURNING id")
 	require.NoError(t, err)
 	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "rows open: not committed yet")
@@ -261,4 +237,16 @@ func TestResumeSessionClampsAFutureWrite(t *testing.T) {
 	s, err := ResumeSession("v1.0." + strconv.FormatInt(time.Now().Add(24*time.Hour).UnixMilli(), 16))
 	require.NoError(t, err)
 	assert.False(t, s.lastWrite.After(time.Now()), "a forged future write would pin time-mode reads to the primary")
+}
+
+// sessionCluster is a primary and a replica, both at WAL position 100, and a
+// new session in a context.
+func sessionCluster(t *testing.T) (*pgCluster, *Session, context.Context) {
+	t.Helper()
+	pc := newPGCluster(t, 1)
+	pc.pg[0].lsn.Store(100)
+	pc.pg[1].lsn.Store(100)
+	pc.probe()
+	s := NewSession()
+	return pc, s, WithSession(context.Background(), s)
 }

@@ -526,7 +526,7 @@ func TestForcedPrimaryReadIsNotRetriedOnAReplica(t *testing.T) {
 
 func TestProbesAreNotStarvedByABusyPool(t *testing.T) {
 	ctx := context.Background()
-	pc := newPGCluster(t, 1, WithProbeTimeout(100*time.Millisecond))
+	pc := newPGCluster(t, 1, WithProbeTimeout(500*time.Millisecond))
 	pc.db.SetMaxOpenConns(2)           // one kept by the probes, one for the application
 	tx, err := pc.db.BeginTx(ctx, nil) // the application's: the pool is full now
 	require.NoError(t, err)
