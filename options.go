@@ -76,6 +76,15 @@ func (c *config) fail(format string, args ...any) {
 	c.errs = append(c.errs, fmt.Errorf("dbrouter: "+format, args...))
 }
 
+// positive sets *field to d, or records an error naming the option.
+func (c *config) positive(option string, d time.Duration, field *time.Duration) {
+	if d <= 0 {
+		c.fail("%s(%v): must be > 0", option, d)
+		return
+	}
+	*field = d
+}
+
 func (c *config) validate() error {
 	if c.balancer == nil {
 		c.balancer = RoundRobin()
@@ -132,25 +141,13 @@ func WithDialect(d Dialect) Option {
 // WithProbeInterval sets how often each node is probed while all is well.
 // Default DefaultProbeInterval (1 s). Must be > 0.
 func WithProbeInterval(d time.Duration) Option {
-	return func(c *config) {
-		if d <= 0 {
-			c.fail("WithProbeInterval(%v): must be > 0", d)
-			return
-		}
-		c.probeInterval = d
-	}
+	return func(c *config) { c.positive("WithProbeInterval", d, &c.probeInterval) }
 }
 
 // WithProbeTimeout bounds each probe. Default DefaultProbeTimeout (1 s). Must
 // be > 0.
 func WithProbeTimeout(d time.Duration) Option {
-	return func(c *config) {
-		if d <= 0 {
-			c.fail("WithProbeTimeout(%v): must be > 0", d)
-			return
-		}
-		c.probeTimeout = d
-	}
+	return func(c *config) { c.positive("WithProbeTimeout", d, &c.probeTimeout) }
 }
 
 // WithFailureThreshold sets how many consecutive failed probes mark a node
@@ -169,13 +166,7 @@ func WithFailureThreshold(n int) Option {
 // WithMaxBackoff caps the exponential backoff between probes of a down node.
 // Default DefaultMaxBackoff (2 s). Must be > 0.
 func WithMaxBackoff(d time.Duration) Option {
-	return func(c *config) {
-		if d <= 0 {
-			c.fail("WithMaxBackoff(%v): must be > 0", d)
-			return
-		}
-		c.maxBackoff = d
-	}
+	return func(c *config) { c.positive("WithMaxBackoff", d, &c.maxBackoff) }
 }
 
 // WithPrimaryWait sets how long a write waits for a primary while none is
@@ -193,11 +184,13 @@ func WithPrimaryWait(d time.Duration) Option {
 }
 
 // WithAutoPromote lets the router promote a replica itself (pg_promote) once
-// the primary has been unreachable for after AND every reachable replica
-// reports that its WAL receiver is not streaming, so the replicas agree the
-// primary is gone. It promotes the replica with the highest replayed LSN.
-// Off by default: leave failover to Patroni or your cloud's HA when you have
-// one. PostgreSQL dialect only. after must be > 0.
+// the primary has been unreachable for after AND the replicas agree it is
+// gone: none reports a streaming WAL receiver, and at least one that was seen
+// streaming no longer does. It promotes, among the replicas on the newest
+// timeline, the one with the highest replayed LSN. Off by default: leave
+// failover to Patroni or your cloud's HA when you have one. PostgreSQL
+// dialect only; the probing role must be able to read pg_stat_wal_receiver
+// (pg_monitor). after must be > 0.
 func WithAutoPromote(after time.Duration) Option {
 	return func(c *config) {
 		if after <= 0 {
