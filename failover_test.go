@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ type op struct {
 type load struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	hold   atomic.Bool // writers skip their turns while set
 
 	mu     sync.Mutex // protects following fields
 	reads  []op
@@ -55,6 +57,9 @@ func startLoad(t *testing.T, db *DB, table string, readers, writers int, callTim
 			case <-ctx.Done():
 				return
 			case <-tick.C:
+			}
+			if write && l.hold.Load() {
+				continue
 			}
 			cctx, ccancel := context.WithTimeout(ctx, callTimeout)
 			o := op{start: time.Now()}
@@ -172,12 +177,17 @@ func TestFailoverCrash(t *testing.T) {
 
 	l := startLoad(t, db, "crash_t", 4, 2, 5*time.Second)
 	l.waitWrites(t, "node0", 20, time.Minute)
-	// Every replica holds every write so far, so either may be promoted
-	// without losing what the router acknowledged.
-	waitReplicated(t, ctx, c, "crash_t")
+	// The writers hold still for a moment so that both replicas have
+	// replayed all the primary's WAL when it crashes: otherwise node2 may
+	// have received WAL that node1 never got, and could not follow node1's
+	// new timeline after being re-pointed (it would need pg_rewind). Reads
+	// go on throughout; the writers resume right after the crash.
+	l.hold.Store(true)
+	waitCaughtUp(t, ctx, c)
 
 	crashAt := time.Now()
 	require.NoError(t, n0.Crash(ctx))
+	l.hold.Store(false)
 	promotedAt := promote(t, ctx, n1)
 	l.waitWrites(t, "node1", 20, time.Minute)
 
@@ -437,6 +447,25 @@ func waitReplicated(t *testing.T, ctx context.Context, c *pgcluster.Cluster, tab
 			return r.QueryRow(ctx, "SELECT count(*) FROM "+table, &got) == nil && got >= want
 		})
 	}
+}
+
+// waitCaughtUp waits until every replica has replayed all the WAL the
+// primary has written.
+func waitCaughtUp(t *testing.T, ctx context.Context, c *pgcluster.Cluster) {
+	t.Helper()
+	waitFor(t, time.Minute, "replicas caught up with the primary", func() bool {
+		var primary string
+		if c.Primary().QueryRow(ctx, "SELECT pg_current_wal_lsn()::text", &primary) != nil {
+			return false
+		}
+		for _, r := range c.Replicas() {
+			var behind bool
+			if r.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() < '"+primary+"'::pg_lsn", &behind) != nil || behind {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // eventLog collects events from the hook.
