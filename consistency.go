@@ -313,10 +313,31 @@ func (db *DB) noteTx(ctx context.Context, tx *sql.Tx) {
 	}
 }
 
+// addPending records p. Writes that have ended are all covered by one
+// position learned later, so they are kept as a single entry: a session that
+// only writes holds one entry plus its open transactions and rows, however
+// many writes it makes.
 func (s *Session) addPending(p *pendingWrite) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ended *pendingWrite
+	s.pending = slices.DeleteFunc(s.pending, func(q *pendingWrite) bool {
+		if !q.ended() {
+			return false
+		}
+		if ended == nil {
+			ended = q
+			return false
+		}
+		return true
+	})
+	if ended != nil && p.tx == nil && p.rows == nil {
+		if ended.db == nil {
+			ended.db = p.db // a DB to learn the position with, for Token
+		}
+		return // covered by the ended entry
+	}
 	s.pending = append(s.pending, p)
-	s.mu.Unlock()
 }
 
 // sessionReplicas returns the replicas of t that may serve a read of s, or

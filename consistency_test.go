@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -249,4 +250,47 @@ func sessionCluster(t *testing.T) (*pgCluster, *Session, context.Context) {
 	pc.probe()
 	s := NewSession()
 	return pc, s, WithSession(context.Background(), s)
+}
+
+func TestSessionPendingWritesStayBounded(t *testing.T) {
+	pc, s, sctx := sessionCluster(t)
+	for range 1000 {
+		_, err := pc.db.ExecContext(sctx, "INSERT INTO t VALUES (1)")
+		require.NoError(t, err)
+		rows, err := pc.db.QueryContext(sctx, "INSERT INTO t VALUES (1) RETURNING id")
+		require.NoError(t, err)
+		require.NoError(t, rows.Close())
+	}
+	assert.LessOrEqual(t, len(s.pending), 2, "a session that only writes keeps one entry for its ended writes")
+	served(t, pc.db, sctx, "SELECT 1") // learns the position of all of them
+	assert.Empty(t, s.pending)
+}
+
+func TestSessionIsSafeForConcurrentUse(t *testing.T) {
+	pc, s, sctx := sessionCluster(t)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				switch (g + i) % 4 {
+				case 0:
+					_, err := pc.db.ExecContext(sctx, "INSERT INTO t VALUES (1)")
+					assert.NoError(t, err)
+				case 1:
+					tx, err := pc.db.BeginTx(sctx, nil)
+					if assert.NoError(t, err) {
+						assert.NoError(t, tx.Commit())
+					}
+				case 2:
+					_ = s.Token()
+				default:
+					var n string
+					assert.NoError(t, pc.db.QueryRowContext(sctx, "SELECT 1").Scan(&n))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	served(t, pc.db, sctx, "SELECT 1")
+	assert.Empty(t, s.pending, "every write ended, and the last read learned their position")
 }

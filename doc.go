@@ -20,7 +20,7 @@
 // unknown drivers, invalid option values) is an error, never a panic. Open and
 // New probe every node once before they return (bounded by the probe
 // timeout), so the first statements already go where the nodes say. After
-// Close every method returns ErrClosed.
+// Close every method that runs statements returns ErrClosed.
 //
 // # Routing rules
 //

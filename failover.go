@@ -173,7 +173,7 @@ func (db *DB) lagLocked(n *node, now time.Time) bool {
 func (db *DB) promotionCandidateLocked(now time.Time) *node {
 	hs := &db.hs
 	if !db.cfg.autoPromote || !db.cfg.dialect.knowsRoles() || hs.primary != nil || hs.promoting ||
-		now.Sub(hs.lostAt) < db.cfg.autoPromoteAfter {
+		hs.promoted != nil || now.Sub(hs.lostAt) < db.cfg.autoPromoteAfter {
 		return nil
 	}
 	var best *node
@@ -218,12 +218,18 @@ func (db *DB) promote(n *node) {
 		ev = db.event(EventPromoteFailed, n, now, "", nodeErr(n, "promote", err))
 	}
 	db.mu.Lock()
-	db.hs.promoting = false
-	// Another attempt only after another full wait without a primary: the
-	// probes must first see what this one did.
-	db.hs.lostAt = db.cfg.clock.now()
 	ticket := db.ticketLocked([]Event{ev})
 	db.mu.Unlock()
 	db.emitInOrder(ticket, []Event{ev})
+	if err == nil {
+		db.probeAndApply(n) // see it as a primary before anything else decides
+	}
+	db.mu.Lock()
+	db.hs.promoting = false
+	// Another attempt only after n was probed again and another full wait
+	// without a primary passed: the probes must first see what this one did.
+	db.hs.promoted = n
+	db.hs.lostAt = db.cfg.clock.now()
+	db.mu.Unlock()
 	db.probeAllNow()
 }

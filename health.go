@@ -183,6 +183,7 @@ type healthState struct {
 	fast        bool        // probing fast: no primary, or the primary failed a probe
 	samples     []lsnSample // the primary's WAL position over time, oldest first
 	promoting   bool
+	promoted    *node // the node just promoted, until its next probe is applied
 }
 
 type lsnSample struct {
@@ -267,10 +268,14 @@ func (db *DB) probeAndApply(n *node) {
 func (db *DB) probe(ctx context.Context, n *node) probeResult {
 	n.probeMu.Lock()
 	defer n.probeMu.Unlock()
-	if n.probeConn == nil {
-		if n.db.Stats().MaxOpenConnections == 1 {
-			return db.cfg.dialect.probe(ctx, n.db)
+	if n.db.Stats().MaxOpenConnections == 1 {
+		if n.probeConn != nil {
+			n.probeConn.Close()
+			n.probeConn = nil
 		}
+		return db.cfg.dialect.probe(ctx, n.db)
+	}
+	if n.probeConn == nil {
 		c, err := n.db.Conn(ctx)
 		if err != nil {
 			return probeResult{err: err}
@@ -398,6 +403,9 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 		case before == StateDown:
 			events = append(events, db.event(EventNodeUp, n, now, "", nil))
 		}
+	}
+	if db.hs.promoted == n {
+		db.hs.promoted = nil
 	}
 	events = append(events, db.rebuildLocked(now)...)
 	fast := db.hs.primary == nil || db.hs.primary.h.fails > 0

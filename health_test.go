@@ -1,8 +1,16 @@
 package dbrouter
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -439,26 +447,32 @@ func TestBackgroundProbesFollowAPromotion(t *testing.T) {
 }
 
 func TestAutoPromoteNeverPicksAStaleReplica(t *testing.T) {
-	pc := newPGCluster(t, 2, WithAutoPromote(time.Second))
-	// First failover: replica1 becomes primary on timeline 2; replica2 is
-	// never re-pointed and stays on timeline 1.
+	pc := newPGCluster(t, 3, WithAutoPromote(time.Second))
+	// First failover: replica1 becomes primary on timeline 2; replica3
+	// follows it; replica2 is never re-pointed and stays on timeline 1, with
+	// the highest replayed position of the two (its old timeline's WAL).
 	pc.pg[0].fail.Store(true)
 	pc.pg[1].inRecovery.Store(false)
 	pc.pg[1].timeline.Store(2)
 	pc.pg[1].lsn.Store(5000)
 	pc.pg[2].streaming.Store(false)
-	pc.pg[2].lsn.Store(900)
+	pc.pg[2].lsn.Store(9000)
+	pc.pg[3].timeline.Store(2)
+	pc.pg[3].lsn.Store(4000)
 	pc.probe()
 	pc.probe()
 	require.Equal(t, "replica1", pc.db.Status().Primary)
 	require.True(t, nodeStatus(t, pc.db, "replica2").StaleTimeline)
-	// Then the new primary dies too: replica2 lacks its writes.
+	require.False(t, nodeStatus(t, pc.db, "replica3").StaleTimeline)
+	// Then the new primary dies too; replica3's stream stops (its vote).
 	pc.pg[1].fail.Store(true)
+	pc.pg[3].streaming.Store(false)
 	for range 5 {
 		pc.clock.advance(time.Second)
 		pc.probe()
 	}
-	assert.Zero(t, pc.pg[2].promotes.Load(), "a replica on an older timeline is never promoted")
+	waitFor(t, 10*time.Second, "a promotion", func() bool { return pc.pg[3].promotes.Load() == 1 })
+	assert.Zero(t, pc.pg[2].promotes.Load(), "a replica on an older timeline is never promoted, however far it replayed")
 }
 
 func TestAutoPromoteNeedsAVoteFromAReplicaThatStreamed(t *testing.T) {
@@ -506,8 +520,11 @@ func TestForcedPrimaryReadIsNotRetriedOnAReplica(t *testing.T) {
 	ctx := context.Background()
 	f := newFakeNodes(t, 1)
 	db := f.router(t, withoutBackground(), WithRouter(func(_ context.Context, q string, _ bool) Target {
-		if q == "SELECT billing" {
+		switch q {
+		case "SELECT billing":
 			return Primary
+		case "SELECT named":
+			return NodeNamed("primary")
 		}
 		return Default
 	}))
@@ -515,7 +532,7 @@ func TestForcedPrimaryReadIsNotRetriedOnAReplica(t *testing.T) {
 	for _, tc := range []struct {
 		ctx   context.Context
 		query string
-	}{{UsePrimary(ctx), "SELECT 1"}, {ctx, "SELECT billing"}} {
+	}{{UsePrimary(ctx), "SELECT 1"}, {ctx, "SELECT billing"}, {ctx, "SELECT named"}} {
 		err := db.QueryRowContext(tc.ctx, tc.query).Scan(new(string))
 		assert.Error(t, err, "a read demanded of the primary must not come from a replica")
 		_, err = db.QueryContext(tc.ctx, tc.query)
@@ -537,4 +554,212 @@ func TestProbesAreNotStarvedByABusyPool(t *testing.T) {
 	p := nodeStatus(t, pc.db, "primary")
 	assert.Equal(t, StateUp, p.State, "a full pool does not make a healthy primary look down: %v", p.LastError)
 	assert.Equal(t, "primary", pc.db.Status().Primary)
+}
+
+func TestSetMaxOpenConnsOneLeavesTheApplicationItsConnection(t *testing.T) {
+	f := newFakeNodes(t, 1)
+	newFakePG(f.conns[0], false, 1)
+	newFakePG(f.conns[1], true, 1)
+	db, err := New(f.dbs[0], f.dbs[1:], WithProbeInterval(10*time.Millisecond))
+	require.NoError(t, err)
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	for range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+		cancel()
+		require.NoError(t, err, "the probes must not hold the only connection")
+	}
+	assert.Equal(t, "primary", db.Status().Primary)
+}
+
+func TestPrimaryRefusingAWriteAsksForAProbe(t *testing.T) {
+	pc := newPGCluster(t, 1)
+	pc.conns[0].SetHook(func(_ context.Context, op fakedriver.Op, _ string) error {
+		if op == fakedriver.OpExec {
+			return fakedriver.ReadOnlyError() // it was demoted
+		}
+		return nil
+	})
+	_, err := pc.db.ExecContext(context.Background(), "INSERT INTO t VALUES (1)")
+	assert.Equal(t, "25006", sqlState(err))
+	assert.Len(t, pc.db.nodes[0].probeNow, 1, "a primary that refuses writes is probed at once")
+	assert.Equal(t, 1, pc.conns[0].Count(fakedriver.OpExec), "and the write is not run again")
+}
+
+func TestPrimaryContextWaitsForAPrimary(t *testing.T) {
+	pc := newPGCluster(t, 1, WithPrimaryWait(time.Minute))
+	pc.pg[0].fail.Store(true)
+	pc.probe()
+	pc.probe()
+	got := make(chan *sql.DB, 1)
+	go func() {
+		h, err := pc.db.PrimaryContext(context.Background())
+		assert.NoError(t, err)
+		got <- h
+	}()
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.probe()
+	select {
+	case h := <-got:
+		assert.Same(t, pc.dbs[1], h)
+	case <-time.After(10 * time.Second):
+		t.Fatal("PrimaryContext did not return the new primary")
+	}
+}
+
+func TestSwappedConfigurationWritesGoToTheRealPrimary(t *testing.T) {
+	// The DSNs were given the wrong way round (or a failover happened while
+	// the application was down): the first probe round in New fixes it
+	// before any statement runs.
+	f := newFakeNodes(t, 1)
+	newFakePG(f.conns[0], true, 2)  // configured primary, really a replica
+	newFakePG(f.conns[1], false, 2) // configured replica, really the primary
+	db, err := New(f.dbs[0], f.dbs[1:], WithProbeInterval(time.Hour))
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.ExecContext(context.Background(), "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	assert.Equal(t, 1, f.conns[1].Count(fakedriver.OpExec))
+	assert.Zero(t, f.conns[0].Count(fakedriver.OpExec))
+	assert.Equal(t, "primary", served(t, db, context.Background(), "SELECT 1"), "its reads go to the real replica")
+}
+
+func TestRoutersNeverGetAFencedOrLaggingNode(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2, WithMaxLag(100, 0), WithRouter(func(_ context.Context, q string, _ bool) Target {
+		return NodeNamed(q[len("SELECT /* ") : len(q)-len(" */ 1")])
+	}))
+	// replica1 is promoted; the configured primary is fenced; replica2 lags.
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.pg[1].lsn.Store(10_000)
+	pc.pg[2].timeline.Store(2)
+	pc.pg[2].lsn.Store(10)
+	pc.probe()
+	pc.probe()
+	require.Equal(t, StateFenced, nodeStatus(t, pc.db, "primary").State)
+	require.True(t, nodeStatus(t, pc.db, "replica2").LagExcluded)
+	assert.Equal(t, "replica1", served(t, pc.db, ctx, "SELECT /* primary */ 1"), "not the fenced node")
+	assert.Equal(t, "replica1", served(t, pc.db, ctx, "SELECT /* replica2 */ 1"), "not the lagging replica")
+}
+
+func TestEventsAreDeliveredInOrder(t *testing.T) {
+	var got []string
+	db := &DB{cfg: defaultConfig()}
+	db.cfg.logger = slog.New(slog.DiscardHandler)
+	db.cfg.hook = func(e Event) { got = append(got, e.Detail) }
+	db.evCond = sync.NewCond(&db.evMu)
+	second := make(chan struct{})
+	go func() {
+		db.emitInOrder(2, []Event{{Detail: "second"}}) // issued second, ready first
+		close(second)
+	}()
+	select {
+	case <-second:
+		t.Fatal("batch 2 was emitted before batch 1")
+	case <-time.After(50 * time.Millisecond):
+	}
+	db.emitInOrder(1, []Event{{Detail: "first"}})
+	<-second
+	assert.Equal(t, []string{"first", "second"}, got)
+}
+
+func TestEventsAreLogged(t *testing.T) {
+	var buf safeBuffer
+	pc := newPGCluster(t, 1, WithLogger(slog.New(slog.NewTextHandler(&buf, nil))))
+	pc.pg[1].fail.Store(true)
+	pc.probe()
+	pc.probe()
+	assert.Contains(t, buf.String(), `level=WARN msg="dbrouter: node down" event="node down" node=replica1`)
+}
+
+// safeBuffer is a bytes.Buffer for concurrent writers.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestPrepareRoutedFollowsAFailover(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	st, err := pc.db.PrepareRouted(ctx, "UPDATE t SET a = $1")
+	require.NoError(t, err)
+	defer st.Close()
+	_, err = st.ExecContext(ctx, 1)
+	require.NoError(t, err)
+	pc.pg[0].fail.Store(true)
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.probe()
+	pc.probe()
+	require.Equal(t, "replica1", pc.db.Status().Primary)
+	_, err = st.ExecContext(ctx, 2)
+	require.NoError(t, err)
+	assert.Equal(t, 1, pc.conns[1].Count(fakedriver.OpPrepare), "prepared on the new primary when first needed")
+	assert.Equal(t, 1, pc.conns[1].Count(fakedriver.OpExec))
+	assert.Equal(t, 1, pc.conns[0].Count(fakedriver.OpExec))
+}
+
+func TestDefaults(t *testing.T) {
+	c := defaultConfig()
+	assert.Equal(t, time.Second, c.probeInterval)
+	assert.Equal(t, time.Second, c.probeTimeout)
+	assert.Equal(t, 2, c.failureThreshold)
+	assert.Equal(t, 3*time.Second, c.primaryWait)
+	assert.Equal(t, 2*time.Second, c.maxBackoff)
+	assert.True(t, c.readOnlyTxOnReplica)
+	assert.True(t, c.replicaFallback)
+	assert.False(t, c.autoPromote)
+	assert.Zero(t, c.maxLagBytes)
+	assert.Zero(t, c.maxLagTime)
+	assert.Equal(t, SessionCausal(0), c.session)
+	assert.Equal(t, PostgreSQL(), c.dialect)
+	require.NoError(t, c.validate())
+	assert.IsType(t, &roundRobin{}, c.balancer)
+}
+
+func TestIsConnError(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"bad conn", driver.ErrBadConn, true},
+		{"wrapped bad conn", fmt.Errorf("x: %w", driver.ErrBadConn), true},
+		{"EOF", io.EOF, true},
+		{"unexpected EOF", io.ErrUnexpectedEOF, true},
+		{"refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, true},
+		{"reset", syscall.ECONNRESET, true},
+		{"08006", &fakedriver.Error{Code: "08006"}, true},
+		{"08001", &fakedriver.Error{Code: "08001"}, true},
+		{"57P01 admin shutdown", &fakedriver.Error{Code: "57P01"}, true},
+		{"57P02 crash shutdown", &fakedriver.Error{Code: "57P02"}, true},
+		{"57P03 cannot connect now", &fakedriver.Error{Code: "57P03"}, true},
+		{"syntax error", &fakedriver.Error{Code: "42601"}, false},
+		{"unique violation", &fakedriver.Error{Code: "23505"}, false},
+		{"read-only", &fakedriver.Error{Code: "25006"}, false},
+		{"caller canceled", context.Canceled, false},
+		{"caller deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), false},
+		{"no rows", sql.ErrNoRows, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, isConnError(tt.err))
+		})
+	}
 }

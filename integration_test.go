@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -685,4 +686,27 @@ func TestIntegrationNamesHidePasswords(t *testing.T) {
 	assert.Contains(t, []string{c.Nodes()[1].Addr() + "/postgres", c.Nodes()[2].Addr() + "/postgres"}, ne.Node)
 	assert.Equal(t, "42P01", sqlStateOf(err), "undefined_table, through the *NodeError")
 	assert.NotContains(t, err.Error(), secret)
+}
+
+// TestIntegrationErrorsUnwrapToPgError: a node's error names the node and
+// still unwraps to pgx's own error type.
+func TestIntegrationErrorsUnwrapToPgError(t *testing.T) {
+	c := sharedCluster(t)
+	ctx := testContext(t, time.Minute)
+	db := openRouter(t, c)
+
+	_, err := db.QueryContext(ctx, "SELECT * FROM no_such_table_here")
+	var ne *NodeError
+	require.ErrorAs(t, err, &ne)
+	assert.Contains(t, []string{"node1", "node2"}, ne.Node)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	assert.Equal(t, "42P01", pgErr.Code)
+
+	_, err = db.ExecContext(ctx, "UPDATE no_such_table_here SET a = 1")
+	require.ErrorAs(t, err, &ne)
+	assert.Equal(t, "node0", ne.Node)
+	assert.Equal(t, "exec", ne.Op)
+	require.ErrorAs(t, err, &pgErr)
+	assert.Equal(t, "42P01", pgErr.Code)
 }

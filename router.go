@@ -233,8 +233,9 @@ func (db *DB) PrimaryContext(ctx context.Context) (*sql.DB, error) {
 	return p.db, nil
 }
 
-// Replica returns the handle of the replica the balancer picks for the next
-// read, or the primary's (as Primary) when no replica is eligible.
+// Replica returns the handle of a replica the balancer picks (it counts as a
+// pick: with RoundRobin, the next read goes to the one after it), or the
+// primary's (as Primary) when no replica is eligible.
 func (db *DB) Replica() *sql.DB {
 	t := db.table.Load()
 	if len(t.replicas) == 0 {
@@ -712,10 +713,14 @@ func (db *DB) Stats() sql.DBStats {
 func (db *DB) Driver() driver.Driver { return db.nodes[0].db.Driver() }
 
 // SetMaxOpenConns sets the maximum number of open connections of every node.
-// Probes use the nodes' pools too: leave them room.
+// Each node keeps one of them for its probes; with a limit of 1 the probes
+// give it back and go through the pool, leaving the application its one.
 func (db *DB) SetMaxOpenConns(n int) {
 	for _, nd := range db.nodes {
 		nd.db.SetMaxOpenConns(n)
+	}
+	if n == 1 {
+		db.releaseProbeConns()
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 // Classify is IsReadOnly behind a lock-free cache, for the router's hot
 // path: an application sends the same few hundred statements again and
 // again, and hashing one (about 0.1 ns a byte) is cheaper than lexing it
-// (about 1.2 ns a byte). A slot is compared by the whole query text, so a
+// (about 1.1 ns a byte). A slot is compared by the whole query text, so a
 // hash collision costs a lex, never a wrong answer.
 //
 // A query enters the cache the second time its hash lands on a slot, so
