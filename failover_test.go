@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -201,6 +202,12 @@ func TestFailoverCrash(t *testing.T) {
 		c.Backend(), resume.Round(time.Millisecond), first.Sub(crashAt).Round(time.Millisecond), readErrs, writeErrs)
 	assert.Zero(t, readErrs, "no read fails during the failover (first: %v)", firstReadErr)
 	assert.Less(t, resume, 10*time.Second, "writes resume on the new primary")
+	for _, w := range writes {
+		if w.err != nil {
+			assert.True(t, isConnError(w.err) || errors.Is(w.err, ErrNoPrimary),
+				"a write fails only by reaching the crashed primary or finding none: %v", w.err)
+		}
+	}
 	for _, w := range writes {
 		if w.err != nil {
 			continue
