@@ -61,7 +61,10 @@ func (m SessionMode) validate(c *config) {
 // write made under it (ExecContext, a write query, a read-write transaction),
 // its reads avoid replicas that have not caught up; see WithSessionMode. A
 // Session is safe for concurrent use, and may be used with several DBs over
-// the same cluster.
+// the same cluster. One caveat, as database/sql shows no commit: a read of
+// the session that runs concurrently with its transaction's Commit (or
+// between a writing QueryRow and its Scan) may learn a position from just
+// before that commit.
 type Session struct {
 	mu        sync.Mutex // protects following fields
 	lsn       uint64     // the WAL position its reads must see
@@ -70,30 +73,48 @@ type Session struct {
 }
 
 // pendingWrite is a write of a session whose WAL position is not known yet:
-// an ExecContext (learned lazily: one round trip for any number of writes,
-// none when no read follows), a write through QueryContext or
-// QueryRowContext (it commits only once its rows are read), a read-write
+// an ExecContext or QueryRowContext (learned lazily: one round trip for any
+// number of writes, none when no read follows), a write through
+// QueryContext (it commits only once its rows are closed), a read-write
 // transaction (database/sql shows no commit), or a write whose position
 // could not be learned. The session learns the primary's position at its
 // next read or Token after the write ended, and reads from the primary
 // until then.
 type pendingWrite struct {
-	db   *DB       // the DB that made it; nil for a resumed token's
-	tx   *sql.Tx   // a transaction: ended once committed or rolled back
-	rows *sql.Rows // a writing query: ended once its rows are closed
+	db   *DB             // the DB that made it; nil for a resumed token's
+	ctx  context.Context // of the query or transaction: once it is done, so is the write
+	tx   *sql.Tx         // a transaction: ended once committed or rolled back
+	rows *sql.Rows       // a writing query: ended once its rows are closed
 }
 
 // ended reports whether the write is over, so that the primary's position
-// now covers it.
+// from now on covers it. It may wait for the rows' or transaction's lock:
+// call it without holding Session.mu.
 func (p *pendingWrite) ended() bool {
 	switch {
+	case p.tx == nil && p.rows == nil:
+		return true
+	case p.ctx.Err() != nil:
+		return true // being closed or rolled back: it commits nothing more
 	case p.tx != nil:
 		return txDone(p.tx)
-	case p.rows != nil:
-		_, err := p.rows.Columns() // fails once the rows are closed
-		return err != nil
 	}
-	return true
+	_, err := p.rows.Columns() // fails once the rows are closed
+	return err != nil
+}
+
+// pendingSnapshot returns a copy of the pending writes.
+func (s *Session) pendingSnapshot() []*pendingWrite {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.pending)
+}
+
+// dropPending removes the given entries, if still there.
+func (s *Session) dropPending(done []*pendingWrite) {
+	s.mu.Lock()
+	s.pending = slices.DeleteFunc(s.pending, func(p *pendingWrite) bool { return slices.Contains(done, p) })
+	s.mu.Unlock()
 }
 
 // NewSession returns an empty session: its first reads may go to any replica.
@@ -190,14 +211,13 @@ func (s *Session) advance(lsn uint64, at time.Time) {
 // are not visible to anyone yet), and so do writes whose position could not
 // be learned.
 func (s *Session) resolvePending(ctx context.Context, reader *DB) {
-	s.mu.Lock()
-	if len(s.pending) == 0 {
-		s.mu.Unlock()
+	pending := s.pendingSnapshot()
+	if len(pending) == 0 {
 		return
 	}
 	db := reader
 	var ended []*pendingWrite
-	for _, p := range s.pending {
+	for _, p := range pending {
 		if p.ended() {
 			ended = append(ended, p)
 			if db == nil {
@@ -205,7 +225,6 @@ func (s *Session) resolvePending(ctx context.Context, reader *DB) {
 			}
 		}
 	}
-	s.mu.Unlock()
 	if len(ended) == 0 || db == nil {
 		return
 	}
@@ -213,9 +232,7 @@ func (s *Session) resolvePending(ctx context.Context, reader *DB) {
 	if err := db.resolveWrite(ctx, s, db.cfg.clock.now()); err != nil {
 		return
 	}
-	s.mu.Lock()
-	s.pending = slices.DeleteFunc(s.pending, func(p *pendingWrite) bool { return slices.Contains(ended, p) })
-	s.mu.Unlock()
+	s.dropPending(ended)
 }
 
 // txDone reports whether tx was committed or rolled back, without touching
@@ -302,40 +319,37 @@ func (db *DB) noteQueryWrite(ctx context.Context, rows *sql.Rows) {
 	case !db.causal():
 		s.advance(0, db.cfg.clock.now())
 	default:
-		s.addPending(&pendingWrite{db: db, rows: rows})
+		s.addPending(&pendingWrite{db: db, ctx: ctx, rows: rows})
 	}
 }
 
 // noteTx records a read-write transaction begun under the session in ctx.
 func (db *DB) noteTx(ctx context.Context, tx *sql.Tx) {
 	if s := sessionFrom(ctx); s != nil {
-		s.addPending(&pendingWrite{db: db, tx: tx})
+		s.addPending(&pendingWrite{db: db, ctx: ctx, tx: tx})
 	}
 }
 
 // addPending records p. Writes that have ended are all covered by one
-// position learned later, so they are kept as a single entry: a session that
-// only writes holds one entry plus its open transactions and rows, however
-// many writes it makes.
+// position learned later, so they are replaced by a single fresh entry (p
+// itself when p has ended): a session that only writes holds one entry plus
+// its open transactions and rows, however many writes it makes. The
+// replaced entries are not merged into one a concurrent read may be
+// resolving (that read's position may predate p).
 func (s *Session) addPending(p *pendingWrite) {
+	var ended []*pendingWrite
+	for _, q := range s.pendingSnapshot() {
+		if q.ended() {
+			ended = append(ended, q)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var ended *pendingWrite
-	s.pending = slices.DeleteFunc(s.pending, func(q *pendingWrite) bool {
-		if !q.ended() {
-			return false
+	if len(ended) > 0 {
+		s.pending = slices.DeleteFunc(s.pending, func(q *pendingWrite) bool { return slices.Contains(ended, q) })
+		if p.tx != nil || p.rows != nil {
+			s.pending = append(s.pending, &pendingWrite{db: p.db})
 		}
-		if ended == nil {
-			ended = q
-			return false
-		}
-		return true
-	})
-	if ended != nil && p.tx == nil && p.rows == nil {
-		if ended.db == nil {
-			ended.db = p.db // a DB to learn the position with, for Token
-		}
-		return // covered by the ended entry
 	}
 	s.pending = append(s.pending, p)
 }
@@ -413,7 +427,7 @@ func caughtUp(replicas []*node, need uint64) []*node {
 func (db *DB) waitCaughtUp(ctx context.Context, t *table, need uint64) ([]*node, bool) {
 	ctx, cancel := context.WithTimeout(ctx, db.cfg.session.maxWait)
 	defer cancel()
-	start := db.cfg.balancer.pick(t.replicas).index
+	start := slices.Index(t.replicas, db.cfg.balancer.pick(t.replicas))
 	for {
 		for i := range t.replicas {
 			n := t.replicas[(i+start)%len(t.replicas)]

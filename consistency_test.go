@@ -3,6 +3,7 @@ package dbrouter
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"strconv"
 	"strings"
@@ -293,4 +294,90 @@ func TestSessionIsSafeForConcurrentUse(t *testing.T) {
 	wg.Wait()
 	served(t, pc.db, sctx, "SELECT 1")
 	assert.Empty(t, s.pending, "every write ended, and the last read learned their position")
+}
+
+// blockLSN makes the primary's next pg_current_wal_insert_lsn read its
+// position, then signal entered and wait for release before answering.
+func blockLSN(pc *pgCluster) (entered, release chan struct{}) {
+	entered, release = make(chan struct{}), make(chan struct{})
+	p := pc.pg[0]
+	once := false
+	pc.conns[0].SetResponder(func(q string, args []driver.NamedValue) ([]string, [][]driver.Value, error) {
+		if strings.Contains(q, "pg_current_wal_insert_lsn") && !once {
+			once = true
+			cols, rows, err := p.respond(q, args) // position read now
+			close(entered)
+			<-release
+			return cols, rows, err
+		}
+		return p.respond(q, args)
+	})
+	return
+}
+
+// A plain write merged into an ended entry that a concurrent read is
+// resolving with a position taken before that write.
+func TestSessionWriteDuringAResolutionIsKept(t *testing.T) {
+	pc, _, sctx := sessionCluster(t)
+	pc.pg[0].lsn.Store(200)
+	_, err := pc.db.ExecContext(sctx, "INSERT 1") // W1 at 200
+	require.NoError(t, err)
+	entered, release := blockLSN(pc)
+	done := make(chan string)
+	go func() { done <- served(t, pc.db, sctx, "SELECT 1") }() // G2 resolves W1
+	<-entered                                                  // position 200 read
+	pc.pg[0].lsn.Store(300)
+	_, err = pc.db.ExecContext(sctx, "INSERT 2") // W2 at 300, after that read
+	require.NoError(t, err)
+	close(release)
+	<-done
+	pc.pg[1].lsn.Store(250) // replica has W1, not W2
+	pc.probe()
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "W2 (300) must be visible")
+}
+
+// A transaction that committed after the position was read is pruned by
+// addPending in favour of an ended entry being resolved.
+func TestSessionTxCommittedDuringAResolutionIsKept(t *testing.T) {
+	pc, _, sctx := sessionCluster(t)
+	pc.pg[0].lsn.Store(200)
+	_, err := pc.db.ExecContext(sctx, "INSERT 1") // W1 at 200, entry first
+	require.NoError(t, err)
+	tx, err := pc.db.BeginTx(sctx, nil)
+	require.NoError(t, err)
+	entered, release := blockLSN(pc)
+	done := make(chan string)
+	go func() { done <- served(t, pc.db, sctx, "SELECT 1") }()
+	<-entered
+	pc.pg[0].lsn.Store(300)
+	require.NoError(t, tx.Commit())              // commit at 300
+	_, err = pc.db.ExecContext(sctx, "INSERT 3") // a plain write: prunes the tx, merges into W1
+	require.NoError(t, err)
+	close(release)
+	<-done
+	pc.pg[1].lsn.Store(250)
+	pc.probe()
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "the tx (300) must be visible")
+}
+
+func TestSessionReadDoesNotWaitOnACancelledWriteQuery(t *testing.T) {
+	pc, _, sctx := sessionCluster(t)
+	qctx, cancel := context.WithCancel(sctx)
+	rows, err := pc.db.QueryContext(qctx, "INSERT INTO t VALUES (1) RETURNING id")
+	require.NoError(t, err)
+	require.True(t, rows.Next())
+	var b sql.RawBytes // holds the rows' lock until the next Next
+	require.NoError(t, rows.Scan(&b))
+	cancel() // database/sql now wants to close the rows, and waits for that lock
+	done := make(chan struct{})
+	go func() {
+		served(t, pc.db, sctx, "SELECT 1")
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Error("a session read waited on another query's rows")
+	}
+	rows.Next() // let the rows go
 }

@@ -92,11 +92,13 @@ func (db *DB) emitInOrder(ticket uint64, events []Event) {
 		db.evCond.Wait()
 	}
 	db.evMu.Unlock()
+	defer func() { // also when the hook ends its goroutine (runtime.Goexit)
+		db.evMu.Lock()
+		db.evDelivered = ticket
+		db.evCond.Broadcast()
+		db.evMu.Unlock()
+	}()
 	db.emit(events)
-	db.evMu.Lock()
-	db.evDelivered = ticket
-	db.evCond.Broadcast()
-	db.evMu.Unlock()
 }
 
 // emit logs events and passes them to the hook. It is called with no lock

@@ -183,7 +183,7 @@ type healthState struct {
 	fast        bool        // probing fast: no primary, or the primary failed a probe
 	samples     []lsnSample // the primary's WAL position over time, oldest first
 	promoting   bool
-	promoted    *node // the node just promoted, until its next probe is applied
+	promoted    *node // the node promoted last, until a probe of it succeeds: no other promotion before
 }
 
 type lsnSample struct {
@@ -275,12 +275,18 @@ func (db *DB) probe(ctx context.Context, n *node) probeResult {
 		}
 		return db.cfg.dialect.probe(ctx, n.db)
 	}
+	if n.probeConn != nil && time.Since(n.probeConnAt) > probeConnLifetime {
+		// Give it back now and then, so the pool's own lifetime rules (and
+		// a DNS name that moved) apply to it too.
+		n.probeConn.Close()
+		n.probeConn = nil
+	}
 	if n.probeConn == nil {
 		c, err := n.db.Conn(ctx)
 		if err != nil {
 			return probeResult{err: err}
 		}
-		n.probeConn = c
+		n.probeConn, n.probeConnAt = c, time.Now()
 	}
 	r := db.cfg.dialect.probe(ctx, n.probeConn)
 	if r.err != nil {
@@ -289,6 +295,9 @@ func (db *DB) probe(ctx context.Context, n *node) probeResult {
 	}
 	return r
 }
+
+// probeConnLifetime is how long probes keep one connection.
+const probeConnLifetime = time.Minute
 
 // releaseProbeConns gives the probes' connections back to their pools.
 func (db *DB) releaseProbeConns() {
@@ -404,8 +413,8 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 			events = append(events, db.event(EventNodeUp, n, now, "", nil))
 		}
 	}
-	if db.hs.promoted == n {
-		db.hs.promoted = nil
+	if db.hs.promoted == n && r.err == nil {
+		db.hs.promoted = nil // seen again: its state now decides
 	}
 	events = append(events, db.rebuildLocked(now)...)
 	fast := db.hs.primary == nil || db.hs.primary.h.fails > 0

@@ -9,7 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -761,5 +764,55 @@ func TestIsConnError(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			assert.Equal(t, tt.want, isConnError(tt.err))
 		})
+	}
+}
+
+func TestAutoPromoteOnceEvenIfThePromotedNodeVanishes(t *testing.T) {
+	pc := newPGCluster(t, 2, WithAutoPromote(5*time.Second), WithFailureThreshold(1))
+	r1 := pc.pg[1]
+	pc.pg[1].lsn.Store(100)
+	pc.pg[2].lsn.Store(90)
+	pc.probe()
+	pc.conns[1].SetResponder(func(q string, a []driver.NamedValue) ([]string, [][]driver.Value, error) {
+		c, r, err := r1.respond(q, a)
+		if strings.Contains(q, "pg_promote") {
+			r1.fail.Store(true) // promoted, then cut off from this router
+		}
+		return c, r, err
+	})
+	pc.pg[0].fail.Store(true)
+	pc.pg[1].streaming.Store(false)
+	pc.pg[2].streaming.Store(false)
+	pc.probe()
+	pc.clock.advance(6 * time.Second)
+	pc.probe() // promotes replica1
+	pc.probe()
+	pc.clock.advance(6 * time.Second)
+	pc.probe()
+	pc.probe()
+	assert.Equal(t, int32(1), pc.pg[1].promotes.Load())
+	assert.Zero(t, pc.pg[2].promotes.Load(), "replica1 was promoted and may well be serving: no second primary")
+}
+
+func TestAHookThatEndsItsGoroutineDoesNotStopEvents(t *testing.T) {
+	f := newFakeNodes(t, 2)
+	var n atomic.Int32
+	db, err := New(f.dbs[0], f.dbs[1:], WithDialect(Generic()), WithProbeInterval(10*time.Millisecond),
+		WithFailureThreshold(1), WithEventHook(func(Event) {
+			if n.Add(1) == 1 {
+				runtime.Goexit() // as t.FailNow or require do inside a hook
+			}
+		}))
+	require.NoError(t, err)
+	f.conns[1].SetDown(true)
+	waitFor(t, 10*time.Second, "the first event", func() bool { return n.Load() >= 1 })
+	f.conns[2].SetDown(true)
+	waitFor(t, 10*time.Second, "a later event", func() bool { return n.Load() >= 2 })
+	closed := make(chan struct{})
+	go func() { db.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Error("Close hangs")
 	}
 }

@@ -67,8 +67,9 @@ type node struct {
 	replayed atomic.Uint64 // last probed WAL position (replayed on a replica); read by sessions
 	fenced   atomic.Bool   // mirrors h.fenced, for Primary
 
-	probeMu   sync.Mutex // serializes probes of this node; protects probeConn
-	probeConn *sql.Conn  // kept for probes; nil until the next probe takes one
+	probeMu     sync.Mutex // serializes probes of this node; protects following fields
+	probeConn   *sql.Conn  // kept for probes; nil until the next probe takes one
+	probeConnAt time.Time  // when probeConn was taken
 
 	h nodeHealth // protected by DB.mu
 }
@@ -202,8 +203,9 @@ func newDB(primary *sql.DB, replicas []*sql.DB, names []string, owned bool, opts
 // Primary returns the handle of the current primary: the escape hatch for
 // what the router does not cover (COPY, LISTEN, driver-specific calls).
 // Statements run on it directly bypass routing, sessions and counters. While
-// no primary is known it returns the last known one (or the configured one),
-// never a fenced node; PrimaryContext waits for a primary instead.
+// no primary is known it returns the last known one if it is not fenced,
+// else the first node in configuration order that is not fenced (which may
+// be a replica); PrimaryContext waits for a primary instead.
 func (db *DB) Primary() *sql.DB {
 	if p := db.table.Load().primary; p != nil {
 		return p.db

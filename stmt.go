@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"sync"
 	"sync/atomic"
 
 	"github.com/dbrouter/dbrouter/internal/sqlclass"
@@ -22,9 +21,10 @@ type Stmt struct {
 	stmts  []atomic.Pointer[sql.Stmt] // by node index; nil until prepared there
 	closed atomic.Bool
 
-	// One lock per node serializes preparing there, so a node that hangs
+	// One lock per node (a channel of one, so a caller waiting for it
+	// honours its context) serializes preparing there: a node that hangs
 	// delays only the calls routed to it, and never Close.
-	preparing []sync.Mutex
+	preparing []chan struct{}
 }
 
 // PrepareRouted returns a statement that routes per call, prepares lazily on
@@ -36,7 +36,10 @@ func (db *DB) PrepareRouted(ctx context.Context, query string) (*Stmt, error) {
 		return nil, ErrClosed
 	}
 	s := &Stmt{db: db, query: query, write: !sqlclass.Classify(query),
-		stmts: make([]atomic.Pointer[sql.Stmt], len(db.nodes)), preparing: make([]sync.Mutex, len(db.nodes))}
+		stmts: make([]atomic.Pointer[sql.Stmt], len(db.nodes)), preparing: make([]chan struct{}, len(db.nodes))}
+	for i := range s.preparing {
+		s.preparing[i] = make(chan struct{}, 1)
+	}
 	n, _, err := db.route(ctx, query, s.write)
 	if err != nil {
 		return nil, err
@@ -52,9 +55,13 @@ func (s *Stmt) on(ctx context.Context, n *node) (*sql.Stmt, error) {
 	if st := s.stmts[n.index].Load(); st != nil {
 		return st, nil
 	}
-	mu := &s.preparing[n.index]
-	mu.Lock()
-	defer mu.Unlock()
+	lock := s.preparing[n.index]
+	select {
+	case lock <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nodeErr(n, "prepare", ctx.Err())
+	}
+	defer func() { <-lock }()
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
