@@ -266,6 +266,11 @@ func TestFailoverCrash(t *testing.T) {
 // port still accepts, nothing answers. Calls with a deadline return by it, no
 // goroutines pile up, and after a replica is promoted writes go there.
 func TestFailoverHang(t *testing.T) {
+	t.Run("promoted after the router saw the primary down", func(t *testing.T) { testHang(t, true) })
+	t.Run("promoted right after the freeze", func(t *testing.T) { testHang(t, false) })
+}
+
+func testHang(t *testing.T, waitDown bool) {
 	c := newCluster(t, 2)
 	ctx := testContext(t, 4*time.Minute)
 	n0, n1 := c.Nodes()[0], c.Nodes()[1]
@@ -279,12 +284,26 @@ func TestFailoverHang(t *testing.T) {
 
 	frozenAt := time.Now()
 	require.NoError(t, n0.Freeze(ctx))
-	waitFor(t, time.Minute, "the router to see the frozen primary down", func() bool {
-		return nodeStatus(t, db, "node0").State == StateDown
-	})
-	detected := time.Since(frozenAt)
+	var detected time.Duration
+	if waitDown {
+		waitFor(t, time.Minute, "the router to see the frozen primary down", func() bool {
+			return nodeStatus(t, db, "node0").State == StateDown
+		})
+		detected = time.Since(frozenAt)
+	}
 	during := runtime.NumGoroutine()
 	promotedAt := promote(t, ctx, n1)
+	// When does the router send writes to node1? The load's own writers may
+	// still sit out their 1 s deadline on the frozen node, so a fresh write
+	// shows it better.
+	waitFor(t, time.Minute, "writes routed to node1", func() bool { return db.Status().Primary == "node1" })
+	switched := time.Since(promotedAt)
+	wctx, wcancel := context.WithTimeout(ctx, callTimeout)
+	var on string
+	require.NoError(t, db.QueryRowContext(wctx, "INSERT INTO hang_t (v) VALUES (-1) RETURNING current_setting('cluster_name')").Scan(&on))
+	wcancel()
+	fresh := time.Since(promotedAt)
+	assert.Equal(t, "node1", on)
 	l.waitWrites(t, "node1", 20, time.Minute)
 	l.stop()
 	reads, writes := l.snapshot()
@@ -297,8 +316,14 @@ func TestFailoverHang(t *testing.T) {
 	}
 	readErrs, firstReadErr := failed(reads, frozenAt)
 	writeErrs, _ := failed(writes, frozenAt)
-	t.Logf("FAILOVER hang (%s backend): frozen primary seen down after %v; promotion -> first write %v; slowest call %v (deadline %v); goroutines %d -> %d; read errors %d; write errors %d",
-		c.Backend(), detected.Round(time.Millisecond), resume.Round(time.Millisecond), slowest.Round(time.Millisecond), callTimeout, baseline, during, readErrs, writeErrs)
+	how := "promoted right after the freeze"
+	if waitDown {
+		how = fmt.Sprintf("promoted after it was seen down (%v after the freeze)", detected.Round(time.Millisecond))
+	}
+	t.Logf("FAILOVER hang (%s backend), %s: promotion -> writes routed to it %v, a fresh write done %v, first write of the load %v; slowest call %v (deadline %v); goroutines %d -> %d; read errors %d; write errors %d",
+		c.Backend(), how, switched.Round(time.Millisecond), fresh.Round(time.Millisecond), resume.Round(time.Millisecond),
+		slowest.Round(time.Millisecond), callTimeout, baseline, during, readErrs, writeErrs)
+	assert.Less(t, fresh, 5*time.Second)
 	assert.Zero(t, readErrs, "reads go to replicas (first: %v)", firstReadErr)
 	assert.Less(t, resume, 5*time.Second)
 	assert.Less(t, slowest, callTimeout+2*time.Second, "calls return by their deadline")

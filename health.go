@@ -3,6 +3,7 @@ package dbrouter
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -180,10 +181,14 @@ type healthState struct {
 	primary     *node  // the current primary, nil when none is known
 	maxTimeline uint32 // the highest timeline any primary reported
 	lostAt      time.Time
-	fast        bool        // probing fast: no primary, or the primary failed a probe
-	samples     []lsnSample // the primary's WAL position over time, oldest first
-	promoting   bool
-	promoted    *node // the node promoted last, until a probe of it succeeds: no other promotion before
+	fast        bool // probing fast: no primary, or the primary failed a probe or is slow to answer one
+	slowPrimary bool // a probe of the primary has taken longer than slowPrimaryAfter
+
+	primaryProbeGen uint64      // numbers the probes of the primary
+	primaryProbing  uint64      // the one in flight, or 0
+	samples         []lsnSample // the primary's WAL position over time, oldest first
+	promoting       bool
+	promoted        *node // the node promoted last, until a probe of it succeeds: no other promotion before
 }
 
 type lsnSample struct {
@@ -251,13 +256,55 @@ func (db *DB) probeLoop(n *node) {
 func (db *DB) probeAndApply(n *node) {
 	ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
 	began := time.Now()
+	var slow *time.Timer
+	var gen uint64
+	if n == db.table.Load().primary && !db.cfg.noBackground {
+		// A primary that does not answer within slowPrimaryAfter may hang:
+		// probe everyone fast now, not only once this probe times out, so a
+		// replica promoted meanwhile is seen at once.
+		db.mu.Lock()
+		db.hs.primaryProbeGen++
+		gen = db.hs.primaryProbeGen
+		db.hs.primaryProbing = gen
+		db.mu.Unlock()
+		slow = time.AfterFunc(slowPrimaryAfter, func() { db.primaryIsSlow(gen) })
+	}
 	r := db.probe(ctx, n)
 	latency := time.Since(began)
 	cancel()
+	if slow != nil {
+		slow.Stop()
+		db.mu.Lock()
+		if db.hs.primaryProbing == gen {
+			db.hs.primaryProbing = 0 // a late timer now does nothing
+		}
+		db.hs.slowPrimary = false
+		db.mu.Unlock()
+	}
 	if r.err != nil && ctx.Err() != nil && r.err == ctx.Err() {
 		r.err = fmt.Errorf("probe timed out after %v: %w", db.cfg.probeTimeout, r.err)
 	}
 	db.apply(n, r, latency)
+}
+
+// slowPrimaryAfter is how long a probe of the primary may take before the
+// other nodes are probed fast, as when it fails.
+const slowPrimaryAfter = 250 * time.Millisecond
+
+// primaryIsSlow switches to fast probing while probe gen of the primary
+// hangs.
+func (db *DB) primaryIsSlow(gen uint64) {
+	db.mu.Lock()
+	if db.hs.primaryProbing != gen || db.ctx.Err() != nil {
+		db.mu.Unlock()
+		return
+	}
+	wake := !db.hs.fast
+	db.hs.slowPrimary, db.hs.fast = true, true
+	db.mu.Unlock()
+	if wake {
+		db.probeAllNow()
+	}
 }
 
 // probe probes n on a connection of its own, kept between probes, so a pool
@@ -330,14 +377,18 @@ func (db *DB) probeDelay(n *node) time.Duration {
 }
 
 // signal is the passive health signal: an error from real traffic that says
-// the connection or the server failed (or the primary refused a write as
-// read-only: it was demoted) asks for an immediate probe of that node. Probes
-// are coalesced, and one error never marks a node down by itself.
+// the connection or the server failed (or, on the primary, a write refused
+// as read-only: it was demoted; or a deadline that ran out) asks for an
+// immediate probe of that node. Probes are coalesced, and one error never
+// marks a node down by itself.
 func (db *DB) signal(n *node, err error) {
 	if err == nil {
 		return
 	}
-	if isConnError(err) || (isReadOnlyError(err) && n == db.table.Load().primary) {
+	primary := n == db.table.Load().primary
+	// A deadline that ran out on the primary may be a hung primary: worth a
+	// probe (which, if the primary hangs, turns on fast probing of all).
+	if isConnError(err) || primary && (isReadOnlyError(err) || errors.Is(err, context.DeadlineExceeded)) {
 		select {
 		case n.probeNow <- struct{}{}:
 		default:
@@ -417,7 +468,7 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 		db.hs.promoted = nil // seen again: its state now decides
 	}
 	events = append(events, db.rebuildLocked(now)...)
-	fast := db.hs.primary == nil || db.hs.primary.h.fails > 0
+	fast := db.hs.primary == nil || db.hs.primary.h.fails > 0 || db.hs.slowPrimary
 	wake := fast && !db.hs.fast
 	db.hs.fast = fast
 	promote := db.promotionCandidateLocked(now)

@@ -590,6 +590,22 @@ func TestPrimaryRefusingAWriteAsksForAProbe(t *testing.T) {
 	assert.Equal(t, 1, pc.conns[0].Count(fakedriver.OpExec), "and the write is not run again")
 }
 
+func TestADeadlineRunningOutOnThePrimaryAsksForAProbe(t *testing.T) {
+	pc := newPGCluster(t, 1)
+	pc.conns[0].SetHook(func(ctx context.Context, op fakedriver.Op, _ string) error {
+		if op == fakedriver.OpExec {
+			<-ctx.Done() // a hung primary
+			return ctx.Err()
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Len(t, pc.db.nodes[0].probeNow, 1)
+}
+
 func TestPrimaryContextWaitsForAPrimary(t *testing.T) {
 	pc := newPGCluster(t, 1, WithPrimaryWait(time.Minute))
 	pc.pg[0].fail.Store(true)
