@@ -238,10 +238,7 @@ func TestIntegrationWritesGoToPrimary(t *testing.T) {
 		}
 		// The column default ran on the server that inserted the rows; read
 		// them back from the primary itself, bypassing the router.
-		var rows int
-		var servers string
-		require.NoError(t, c.Primary().QueryRow(ctx,
-			"SELECT count(*), string_agg(DISTINCT served_by, ',') FROM "+tbl+" WHERE v = 'exec'", &rows, &servers))
+		rows, servers := storedBy(t, ctx, c, tbl, "v = 'exec'")
 		assert.Equal(t, 5, rows)
 		assert.Equal(t, "node0", servers)
 	})
@@ -424,10 +421,7 @@ func TestIntegrationPrepare(t *testing.T) {
 		_, err = ex.ExecContext(ctx, "routed exec")
 		require.NoError(t, err)
 
-		var rows int
-		var servers string
-		require.NoError(t, c.Primary().QueryRow(ctx,
-			"SELECT count(*), string_agg(DISTINCT served_by, ',') FROM "+tbl+" WHERE v LIKE 'routed%'", &rows, &servers))
+		rows, servers := storedBy(t, ctx, c, tbl, "v LIKE 'routed%'")
 		assert.Equal(t, 5, rows)
 		assert.Equal(t, "node0", servers)
 	})
@@ -547,10 +541,7 @@ func TestIntegrationMisroutedReadRunsOnPrimary(t *testing.T) {
 	assert.Zero(t, st["node0"].Errors)
 	assert.Equal(t, "node0", s.Primary, "a replica's 25006 does not make the router doubt the primary")
 
-	var rows int
-	var servers string
-	require.NoError(t, c.Primary().QueryRow(ctx,
-		"SELECT count(*), string_agg(DISTINCT served_by, ',') FROM "+tbl+" WHERE v = 'misrouted'", &rows, &servers))
+	rows, servers := storedBy(t, ctx, c, tbl, "v = 'misrouted'")
 	assert.Equal(t, 4, rows, "each call inserted exactly one row, on the primary")
 	assert.Equal(t, "node0", servers)
 }
@@ -709,4 +700,13 @@ func TestIntegrationErrorsUnwrapToPgError(t *testing.T) {
 	assert.Equal(t, "exec", ne.Op)
 	require.ErrorAs(t, err, &pgErr)
 	assert.Equal(t, "42P01", pgErr.Code)
+}
+
+// storedBy reads, on the primary itself (bypassing the router), how many rows
+// of tbl match cond and which servers inserted them (the served_by default).
+func storedBy(t *testing.T, ctx context.Context, c *pgcluster.Cluster, tbl, cond string) (rows int, servers string) {
+	t.Helper()
+	require.NoError(t, c.Primary().QueryRow(ctx,
+		"SELECT count(*), coalesce(string_agg(DISTINCT served_by, ','), '') FROM "+tbl+" WHERE "+cond, &rows, &servers))
+	return rows, servers
 }

@@ -171,13 +171,7 @@ func TestRoutingRules(t *testing.T) {
 		assert.Equal(t, map[string]int{"replica1": 50, "replica2": 50}, counts)
 	})
 	t.Run("Query reads go to replicas", func(t *testing.T) {
-		rows, err := db.QueryContext(ctx, "select 1")
-		require.NoError(t, err)
-		require.True(t, rows.Next())
-		var n string
-		require.NoError(t, rows.Scan(&n))
-		require.NoError(t, rows.Close())
-		assert.Contains(t, n, "replica")
+		assert.Contains(t, firstRow(t, db, ctx, "select 1"), "replica")
 	})
 	writes := map[string]string{
 		"INSERT RETURNING":   "INSERT INTO t (a) VALUES (1) RETURNING id",
@@ -389,13 +383,7 @@ func TestMisroutedReadRunsAgainOnPrimary(t *testing.T) {
 	})
 	db := f.router(t)
 	assert.Equal(t, "primary", served(t, db, ctx, "SELECT my_volatile()"))
-	rows, err := db.QueryContext(ctx, "SELECT my_volatile()")
-	require.NoError(t, err)
-	require.True(t, rows.Next())
-	var n string
-	require.NoError(t, rows.Scan(&n))
-	require.NoError(t, rows.Close())
-	assert.Equal(t, "primary", n)
+	assert.Equal(t, "primary", firstRow(t, db, ctx, "SELECT my_volatile()"))
 
 	st := db.Status()
 	r, _ := st.Node("replica1")
@@ -626,4 +614,17 @@ func TestStmtHungPrepareBlocksOnlyItsNode(t *testing.T) {
 	require.NoError(t, st.Close(), "Close is not blocked")
 	close(release)
 	assert.ErrorIs(t, <-hung, ErrClosed, "the statement prepared after Close is closed again")
+}
+
+// firstRow runs query through QueryContext and returns the first column of
+// its first row: the node that served it, on the fake driver.
+func firstRow(t *testing.T, db *DB, ctx context.Context, query string) string {
+	t.Helper()
+	rows, err := db.QueryContext(ctx, query)
+	require.NoError(t, err)
+	defer rows.Close()
+	require.True(t, rows.Next())
+	var n string
+	require.NoError(t, rows.Scan(&n))
+	return n
 }
