@@ -316,17 +316,13 @@ func (db *DB) probe(ctx context.Context, n *node) probeResult {
 	n.probeMu.Lock()
 	defer n.probeMu.Unlock()
 	if n.db.Stats().MaxOpenConnections == 1 {
-		if n.probeConn != nil {
-			n.probeConn.Close()
-			n.probeConn = nil
-		}
+		n.dropProbeConnLocked()
 		return db.cfg.dialect.probe(ctx, n.db)
 	}
-	if n.probeConn != nil && time.Since(n.probeConnAt) > probeConnLifetime {
+	if time.Since(n.probeConnAt) > probeConnLifetime {
 		// Give it back now and then, so the pool's own lifetime rules (and
 		// a DNS name that moved) apply to it too.
-		n.probeConn.Close()
-		n.probeConn = nil
+		n.dropProbeConnLocked()
 	}
 	if n.probeConn == nil {
 		c, err := n.db.Conn(ctx)
@@ -337,10 +333,18 @@ func (db *DB) probe(ctx context.Context, n *node) probeResult {
 	}
 	r := db.cfg.dialect.probe(ctx, n.probeConn)
 	if r.err != nil {
+		n.dropProbeConnLocked()
+	}
+	return r
+}
+
+// dropProbeConnLocked gives the connection kept for probes back to the pool,
+// if there is one. n.probeMu is held.
+func (n *node) dropProbeConnLocked() {
+	if n.probeConn != nil {
 		n.probeConn.Close()
 		n.probeConn = nil
 	}
-	return r
 }
 
 // probeConnLifetime is how long probes keep one connection.
@@ -350,10 +354,7 @@ const probeConnLifetime = time.Minute
 func (db *DB) releaseProbeConns() {
 	for _, n := range db.nodes {
 		n.probeMu.Lock()
-		if n.probeConn != nil {
-			n.probeConn.Close()
-			n.probeConn = nil
-		}
+		n.dropProbeConnLocked()
 		n.probeMu.Unlock()
 	}
 }
@@ -365,8 +366,9 @@ func (db *DB) probeDelay(n *node) time.Duration {
 	fast := min(DefaultFastProbeInterval, db.cfg.probeInterval)
 	switch {
 	case db.hs.fast:
-		// No primary known, or the primary failed a probe: every node,
-		// down ones included (the primary may come back), fast.
+		// No primary known, or the primary failed or is slow to answer a
+		// probe: every node, down ones included (the primary may come
+		// back), fast.
 		return fast
 	case n.h.probed && !n.h.up:
 		return min(n.h.bo.NextBackOff(), db.cfg.maxBackoff)
@@ -389,10 +391,16 @@ func (db *DB) signal(n *node, err error) {
 	// A deadline that ran out on the primary may be a hung primary: worth a
 	// probe (which, if the primary hangs, turns on fast probing of all).
 	if isConnError(err) || primary && (isReadOnlyError(err) || errors.Is(err, context.DeadlineExceeded)) {
-		select {
-		case n.probeNow <- struct{}{}:
-		default:
-		}
+		n.askProbe()
+	}
+}
+
+// askProbe asks n's probe loop for a probe at once; a request already
+// waiting covers this one.
+func (n *node) askProbe() {
+	select {
+	case n.probeNow <- struct{}{}:
+	default:
 	}
 }
 
@@ -405,10 +413,7 @@ func (db *DB) probeAllNow() {
 		return
 	}
 	for _, n := range db.nodes {
-		select {
-		case n.probeNow <- struct{}{}:
-		default:
-		}
+		n.askProbe()
 	}
 }
 
