@@ -50,7 +50,6 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 		fenced := roles && n.h.probed && n.h.up && n.h.role == RolePrimary && n != primary
 		if fenced != n.h.fenced {
 			n.h.fenced, n.h.since = fenced, now
-			n.fenced.Store(fenced)
 			kind := EventUnfenced
 			if fenced {
 				kind = EventFenced
@@ -69,7 +68,7 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 			events = append(events, db.event(EventNoPrimary, hs.primary, now, "", nil))
 		} else {
 			events = append(events, db.event(EventPrimaryChanged, primary, now, prev, nil))
-			db.lastPrimary.Store(primary)
+			hs.lastPrimary = primary
 			for _, n := range db.nodes {
 				n.h.streamed = false // votes count only for streaming from this primary
 			}

@@ -179,6 +179,7 @@ func (h *nodeHealth) state() State {
 // DB.mu.
 type healthState struct {
 	primary     *node  // the current primary, nil when none is known
+	lastPrimary *node  // the last node known as primary, for Primary while none is
 	maxTimeline uint32 // the highest timeline any primary reported
 	lostAt      time.Time
 	fast        bool // probing fast: no primary, or the primary failed a probe or is slow to answer one

@@ -25,7 +25,6 @@ import (
 // that stops the probes and closes the handles Open opened.
 type DB struct {
 	table        atomic.Pointer[table] // the routing table; replaced whole, never mutated
-	lastPrimary  atomic.Pointer[node]  // the last node known as primary
 	lastProbeAll atomic.Int64          // unix nanoseconds of the last probeAllNow
 	closed       atomic.Bool
 
@@ -65,7 +64,6 @@ type node struct {
 
 	probeNow chan struct{} // size 1: a coalesced request to probe at once
 	replayed atomic.Uint64 // last probed WAL position (replayed on a replica); read by sessions
-	fenced   atomic.Bool   // mirrors h.fenced, for Primary
 
 	probeMu     sync.Mutex // serializes probes of this node; protects following fields
 	probeConn   *sql.Conn  // kept for probes; nil until the next probe takes one
@@ -210,11 +208,13 @@ func (db *DB) Primary() *sql.DB {
 	if p := db.table.Load().primary; p != nil {
 		return p.db
 	}
-	if p := db.lastPrimary.Load(); p != nil && !p.fenced.Load() {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if p := db.hs.lastPrimary; p != nil && !p.h.fenced {
 		return p.db
 	}
 	for _, n := range db.nodes {
-		if !n.fenced.Load() {
+		if !n.h.fenced {
 			return n.db
 		}
 	}
