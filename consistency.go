@@ -270,20 +270,12 @@ func (db *DB) causal() bool {
 func currentLSN(ctx context.Context, n *node, timeout time.Duration) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var lsn string
-	if err := n.db.QueryRowContext(ctx, "SELECT (pg_current_wal_insert_lsn() - '0/0')::text").Scan(&lsn); err != nil {
-		return 0, nodeErr(n, "query", err)
-	}
-	return strconv.ParseUint(lsn, 10, 64)
+	return queryLSN(ctx, n, "SELECT (pg_current_wal_insert_lsn() - '0/0')::text")
 }
 
 // replayedLSN asks replica n for its replayed WAL position and caches it.
 func replayedLSN(ctx context.Context, n *node) (uint64, error) {
-	var lsn string
-	if err := n.db.QueryRowContext(ctx, "SELECT (COALESCE(pg_last_wal_replay_lsn(), '0/0') - '0/0')::text").Scan(&lsn); err != nil {
-		return 0, nodeErr(n, "query", err)
-	}
-	v, err := strconv.ParseUint(lsn, 10, 64)
+	v, err := queryLSN(ctx, n, "SELECT (COALESCE(pg_last_wal_replay_lsn(), '0/0') - '0/0')::text")
 	if err != nil {
 		return 0, err
 	}
@@ -295,39 +287,50 @@ func replayedLSN(ctx context.Context, n *node) (uint64, error) {
 	}
 }
 
-// noteWrite records a write made with ExecContext under the session in
-// ctx, if any. Its WAL position is learned at the session's next read or
-// Token: one round trip for any number of writes, and none for writes no
-// read follows.
+// queryLSN runs query, which returns one WAL position as decimal text, on n.
+func queryLSN(ctx context.Context, n *node, query string) (uint64, error) {
+	var lsn string
+	if err := n.db.QueryRowContext(ctx, query).Scan(&lsn); err != nil {
+		return 0, nodeErr(n, "query", err)
+	}
+	return strconv.ParseUint(lsn, 10, 64)
+}
+
+// noteWrite records a write made with ExecContext or QueryRowContext under
+// the session in ctx, if any. Its WAL position is learned at the session's
+// next read or Token: one round trip for any number of writes, and none for
+// writes no read follows.
 func (db *DB) noteWrite(ctx context.Context) {
-	s := sessionFrom(ctx)
-	switch {
-	case s == nil:
-	case !db.causal():
-		s.advance(0, db.cfg.clock.now()) // time mode needs no position
-	default:
-		s.addPending(&pendingWrite{db: db})
+	if s := sessionFrom(ctx); s != nil {
+		db.note(s, &pendingWrite{db: db})
 	}
 }
 
 // noteQueryWrite records a write made with QueryContext under the session
 // in ctx, if any: it commits only once its rows are closed.
 func (db *DB) noteQueryWrite(ctx context.Context, rows *sql.Rows) {
-	s := sessionFrom(ctx)
-	switch {
-	case s == nil:
-	case !db.causal():
-		s.advance(0, db.cfg.clock.now())
-	default:
-		s.addPending(&pendingWrite{db: db, ctx: ctx, rows: rows})
+	if s := sessionFrom(ctx); s != nil {
+		db.note(s, &pendingWrite{db: db, ctx: ctx, rows: rows})
 	}
 }
 
 // noteTx records a read-write transaction begun under the session in ctx.
 func (db *DB) noteTx(ctx context.Context, tx *sql.Tx) {
 	if s := sessionFrom(ctx); s != nil {
-		s.addPending(&pendingWrite{db: db, ctx: ctx, tx: tx})
+		db.note(s, &pendingWrite{db: db, ctx: ctx, tx: tx})
 	}
+}
+
+// note records write p of session s. Time mode needs no position: a
+// statement counts as written now; a transaction stays pending until it
+// ends. (Callers check for a session first, so that statements without one
+// allocate nothing.)
+func (db *DB) note(s *Session, p *pendingWrite) {
+	if !db.causal() && p.tx == nil {
+		s.advance(0, db.cfg.clock.now())
+		return
+	}
+	s.addPending(p)
 }
 
 // addPending records p. Writes that have ended are all covered by one
