@@ -391,17 +391,6 @@ func (db *DB) sessionReplicas(ctx context.Context, s *Session, t *table) (replic
 	return db.waitCaughtUp(ctx, t, need)
 }
 
-// sessionAllows reports whether replica n may serve a read of the session
-// in ctx, if any: a custom router's choice must not break read-your-writes.
-func (db *DB) sessionAllows(ctx context.Context, t *table, n *node) bool {
-	s := sessionFrom(ctx)
-	if s == nil {
-		return true
-	}
-	replicas, usePrimary := db.sessionReplicas(ctx, s, t)
-	return !usePrimary && slices.Contains(replicas, n)
-}
-
 // caughtUp returns the replicas whose known replayed position is at least
 // need: replicas itself (no copy) when all of them are.
 func caughtUp(replicas []*node, need uint64) []*node {

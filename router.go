@@ -271,9 +271,20 @@ func (db *DB) route(ctx context.Context, query string, write bool) (n *node, pin
 			}
 		case targetNode:
 			n := db.byName[tg.name]
-			if n != nil && (n == t.primary || !write && t.readable(n) && db.sessionAllows(ctx, t, n)) {
+			if n != nil && n == t.primary {
 				return n, true, nil
 			}
+			if n == nil || write || !t.readable(n) {
+				break // the built-in rules decide
+			}
+			// A session must not lose its writes to the router's choice;
+			// when it overrules it, the same answer picks another reader.
+			replicas, usePrimary := db.readers(ctx, t)
+			if !usePrimary && slices.Contains(replicas, n) {
+				return n, true, nil
+			}
+			n, err = db.pickReader(ctx, replicas, usePrimary, nil)
+			return n, false, err
 		}
 		break
 	}
@@ -322,13 +333,25 @@ func (db *DB) waitPrimary(ctx context.Context, t *table) (*node, error) {
 // replicaNode picks an eligible replica for a read, other than avoid, or
 // falls back to the primary.
 func (db *DB) replicaNode(ctx context.Context, t *table, avoid *node) (*node, error) {
-	replicas := t.replicas
+	replicas, usePrimary := db.readers(ctx, t)
+	return db.pickReader(ctx, replicas, usePrimary, avoid)
+}
+
+// readers returns the replicas of t that may serve a read under ctx: every
+// eligible one, or those the session in ctx allows; usePrimary when only the
+// primary may.
+func (db *DB) readers(ctx context.Context, t *table) (replicas []*node, usePrimary bool) {
 	if s := sessionFrom(ctx); s != nil {
-		var usePrimary bool
-		replicas, usePrimary = db.sessionReplicas(ctx, s, t)
-		if usePrimary {
-			return db.primaryNode(ctx)
-		}
+		return db.sessionReplicas(ctx, s, t)
+	}
+	return t.replicas, false
+}
+
+// pickReader picks among replicas (as readers returned them) for a read,
+// other than avoid, or falls back to the primary.
+func (db *DB) pickReader(ctx context.Context, replicas []*node, usePrimary bool, avoid *node) (*node, error) {
+	if usePrimary {
+		return db.primaryNode(ctx)
 	}
 	if avoid != nil {
 		// A retry: any other replica, without moving the balancer on (a
