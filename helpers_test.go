@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -20,29 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	closeSharedCluster()
-	if code == 0 {
-		if err := goleak.Find(leakOptions()...); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// leakOptions ignores the goroutines that are not ours: the Docker client's
-// idle HTTP connections (testcontainers-go backend), and pgx's own
-// asyncClose, which after a cancelled query on a frozen node sends the
-// server a cancel request in the background and gives up after its own
-// deadline, whatever its caller does.
-func leakOptions() []goleak.Option {
-	return []goleak.Option{
-		goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgconn.(*PgConn).asyncClose.func1"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("github.com/testcontainers/testcontainers-go.(*Reaper).connect.func1"),
-	}
+	goleak.VerifyTestMain(m)
 }
 
 // fakeNodes is a primary and replicas on the fake driver. Each node answers

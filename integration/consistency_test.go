@@ -1,6 +1,10 @@
-package dbrouter
+package integration
 
 import (
+	"github.com/dbrouter/dbrouter/internal/testwait"
+
+	"github.com/dbrouter/dbrouter"
+
 	"context"
 	"fmt"
 	"testing"
@@ -27,7 +31,7 @@ func delayedCluster(t *testing.T) *pgcluster.Cluster {
 	require.NoError(t, c.Primary().Exec(ctx, "CREATE TABLE kv (k int PRIMARY KEY, v bigint NOT NULL)"))
 	require.NoError(t, c.Primary().Exec(ctx, "INSERT INTO kv VALUES (1, 0)"))
 	for _, r := range c.Replicas() {
-		waitFor(t, time.Minute, "kv on "+r.Name(), func() bool {
+		testwait.Until(t, time.Minute, "kv on "+r.Name(), func() bool {
 			var n int
 			return r.QueryRow(ctx, "SELECT count(*) FROM kv", &n) == nil && n == 1
 		})
@@ -47,7 +51,7 @@ func (r trialResult) String() string {
 }
 
 // trials writes value i and reads it back n times, under ctxFor(i).
-func trials(t *testing.T, db, reader *DB, n int, ctxFor func(i int) context.Context, first int64) trialResult {
+func trials(t *testing.T, db, reader *dbrouter.DB, n int, ctxFor func(i int) context.Context, first int64) trialResult {
 	t.Helper()
 	r := trialResult{byNode: map[string]int{}}
 	for i := range n {
@@ -81,16 +85,16 @@ func TestIntegrationReadYourWrites(t *testing.T) {
 	})
 
 	for _, mode := range []struct {
-		name string
-		opt  SessionMode
+		name    string
+		maxWait time.Duration
 	}{
-		{"causal, positions from probes", SessionCausal(0)},
-		{"causal, waiting up to 100ms", SessionCausal(100 * time.Millisecond)},
+		{"causal, positions from probes", 0},
+		{"causal, waiting up to 100ms", 100 * time.Millisecond},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
-			db := openRouter(t, c, WithSessionMode(mode.opt))
-			s := NewSession()
-			ctx := WithSession(base, s)
+			db := openRouter(t, c, dbrouter.WithSessionMode(dbrouter.SessionCausal(mode.maxWait)))
+			s := dbrouter.NewSession()
+			ctx := dbrouter.WithSession(base, s)
 			const n = 1000
 			began := time.Now()
 			r := trials(t, db, db, n, func(int) context.Context { return ctx }, 10_000)
@@ -98,7 +102,7 @@ func TestIntegrationReadYourWrites(t *testing.T) {
 				mode.name, n, time.Since(began).Round(time.Millisecond), r, 100*float64(r.replicas)/n)
 			assert.Zero(t, r.stale, "a session reads its own writes")
 			assert.Zero(t, r.byNode["node1"], "the delayed replica never serves the session right after its write")
-			if mode.opt.maxWait > 0 {
+			if mode.maxWait > 0 {
 				assert.Positive(t, r.replicas, "reads go to a replica once one has caught up")
 			}
 		})
@@ -106,33 +110,33 @@ func TestIntegrationReadYourWrites(t *testing.T) {
 
 	t.Run("time window", func(t *testing.T) {
 		const window = 3 * time.Second
-		db := openRouter(t, c, WithSessionMode(SessionTime(window)))
-		s := NewSession()
-		ctx := WithSession(base, s)
+		db := openRouter(t, c, dbrouter.WithSessionMode(dbrouter.SessionTime(window)))
+		s := dbrouter.NewSession()
+		ctx := dbrouter.WithSession(base, s)
 		r := trials(t, db, db, 200, func(int) context.Context { return ctx }, 20_000)
 		t.Logf("CONSISTENCY time window %v: 200 trials: %s", window, r)
 		assert.Zero(t, r.stale)
 		assert.Equal(t, 200, r.byNode["node0"], "inside the window the session reads the primary")
 		lastWrite := time.Now()
-		waitFor(t, time.Minute, "the window to pass", func() bool { return time.Since(lastWrite) > window })
+		testwait.Until(t, time.Minute, "the window to pass", func() bool { return time.Since(lastWrite) > window })
 		assert.Contains(t, []string{"node1", "node2"}, servedBy(t, ctx, db), "after the window, a replica")
 	})
 
 	t.Run("tokens cross processes", func(t *testing.T) {
 		writer := openRouter(t, c)
-		reader := openRouter(t, c, WithSessionMode(SessionCausal(100*time.Millisecond)))
+		reader := openRouter(t, c, dbrouter.WithSessionMode(dbrouter.SessionCausal(100*time.Millisecond)))
 		stale, onReplica := 0, 0
 		const n = 200
 		for i := range n {
-			s := NewSession()
+			s := dbrouter.NewSession()
 			want := int64(30_000 + i)
-			_, err := writer.ExecContext(WithSession(base, s), "UPDATE kv SET v = $1 WHERE k = 1", want)
+			_, err := writer.ExecContext(dbrouter.WithSession(base, s), "UPDATE kv SET v = $1 WHERE k = 1", want)
 			require.NoError(t, err)
-			resumed, err := ResumeSession(s.Token()) // e.g. through a cookie
+			resumed, err := dbrouter.ResumeSession(s.Token()) // e.g. through a cookie
 			require.NoError(t, err)
 			var got int64
 			var node string
-			require.NoError(t, reader.QueryRowContext(WithSession(base, resumed), "SELECT v, current_setting('cluster_name') FROM kv WHERE k = 1").Scan(&got, &node))
+			require.NoError(t, reader.QueryRowContext(dbrouter.WithSession(base, resumed), "SELECT v, current_setting('cluster_name') FROM kv WHERE k = 1").Scan(&got, &node))
 			if got != want {
 				stale++
 			}
@@ -149,7 +153,7 @@ func TestIntegrationMaxLag(t *testing.T) {
 	c := delayedCluster(t)
 	ctx := testContext(t, 3*time.Minute)
 	const limit = time.Second
-	db := openRouter(t, c, WithMaxLag(0, limit), WithProbeInterval(200*time.Millisecond))
+	db := openRouter(t, c, dbrouter.WithMaxLag(0, limit), dbrouter.WithProbeInterval(200*time.Millisecond))
 	// A steady trickle of writes, so the delayed replica falls behind.
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -168,15 +172,15 @@ func TestIntegrationMaxLag(t *testing.T) {
 	}()
 	defer func() { close(stop); <-done }()
 
-	waitFor(t, time.Minute, "node1 excluded for lag", func() bool { return nodeStatus(t, db, "node1").LagExcluded })
+	testwait.Until(t, time.Minute, "node1 excluded for lag", func() bool { return nodeStatus(t, db, "node1").LagExcluded })
 	excluded := nodeStatus(t, db, "node1")
 	for range 20 {
 		assert.Equal(t, "node2", servedBy(t, ctx, db), "the lagging replica serves no reads")
 	}
 	require.NoError(t, c.Nodes()[1].SetApplyDelay(ctx, 0))
-	waitFor(t, time.Minute, "node1 readmitted", func() bool { return !nodeStatus(t, db, "node1").LagExcluded })
+	testwait.Until(t, time.Minute, "node1 readmitted", func() bool { return !nodeStatus(t, db, "node1").LagExcluded })
 	readmitted := nodeStatus(t, db, "node1")
-	waitFor(t, time.Minute, "a read on node1", func() bool { return servedBy(t, ctx, db) == "node1" })
+	testwait.Until(t, time.Minute, "a read on node1", func() bool { return servedBy(t, ctx, db) == "node1" })
 	t.Logf("CONSISTENCY max lag %v: node1 excluded at lag %v / %d bytes; readmitted at lag %v / %d bytes",
 		limit, excluded.LagTime.Round(time.Millisecond), excluded.LagBytes, readmitted.LagTime.Round(time.Millisecond), readmitted.LagBytes)
 	assert.Greater(t, excluded.LagTime, limit)
@@ -191,7 +195,7 @@ func TestIntegrationMaxLag(t *testing.T) {
 //   - Read: a read whose session's last write every replica has replayed.
 func BenchmarkSession(b *testing.B) {
 	c := sharedCluster(b)
-	db := openRouter(b, c, WithSessionMode(SessionCausal(20*time.Millisecond)))
+	db := openRouter(b, c, dbrouter.WithSessionMode(dbrouter.SessionCausal(20*time.Millisecond)))
 	ctx := context.Background()
 	_, err := db.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS bench_session_log (id bigserial PRIMARY KEY, v bigint)")
 	require.NoError(b, err)
@@ -203,15 +207,15 @@ func BenchmarkSession(b *testing.B) {
 		var v string
 		return db.QueryRowContext(ctx, "SELECT current_setting('cluster_name')").Scan(&v)
 	}
-	caughtUp := NewSession()
-	caughtUp.advance(1, time.Now()) // a write every replica has replayed
+	caughtUp, err := dbrouter.ResumeSession("v1.1.0") // a write every replica has replayed
+	require.NoError(b, err)
 	for _, bm := range []struct {
 		name string
 		do   func(context.Context) error
 		ctx  func() context.Context
 	}{
 		{"Exec/plain", write, func() context.Context { return ctx }},
-		{"Exec/session", write, func() context.Context { return WithSession(ctx, NewSession()) }},
+		{"Exec/session", write, func() context.Context { return dbrouter.WithSession(ctx, dbrouter.NewSession()) }},
 		{"WriteRead/plain", func(ctx context.Context) error {
 			if err := write(ctx); err != nil {
 				return err
@@ -223,9 +227,9 @@ func BenchmarkSession(b *testing.B) {
 				return err
 			}
 			return read(ctx)
-		}, func() context.Context { return WithSession(ctx, NewSession()) }},
+		}, func() context.Context { return dbrouter.WithSession(ctx, dbrouter.NewSession()) }},
 		{"Read/plain", read, func() context.Context { return ctx }},
-		{"Read/session", read, func() context.Context { return WithSession(ctx, caughtUp) }},
+		{"Read/session", read, func() context.Context { return dbrouter.WithSession(ctx, caughtUp) }},
 	} {
 		b.Run(bm.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -1,6 +1,8 @@
-package dbrouter
+package integration
 
 import (
+	"github.com/dbrouter/dbrouter"
+
 	"context"
 	"database/sql"
 	"fmt"
@@ -74,7 +76,7 @@ func skipShort(t testing.TB) {
 // openRouter opens a DB over the cluster's nodes through pgx, named by their
 // cluster_name, closed (and checked for leaked goroutines) when the test
 // ends.
-func openRouter(t testing.TB, c *pgcluster.Cluster, opts ...Option) *DB {
+func openRouter(t testing.TB, c *pgcluster.Cluster, opts ...dbrouter.Option) *dbrouter.DB {
 	t.Helper()
 	var dsns []string
 	for _, n := range c.Nodes() {
@@ -85,14 +87,14 @@ func openRouter(t testing.TB, c *pgcluster.Cluster, opts ...Option) *DB {
 
 // openDSNs opens a DB over dsns (the primary first), naming the nodes node0,
 // node1, …, closed and checked for leaked goroutines when the test ends.
-func openDSNs(t testing.TB, dsns []string, opts ...Option) *DB {
+func openDSNs(t testing.TB, dsns []string, opts ...dbrouter.Option) *dbrouter.DB {
 	t.Helper()
 	var names []string
 	for i := range dsns {
 		names = append(names, fmt.Sprintf("node%d", i))
 	}
 	ignore := goleak.IgnoreCurrent()
-	db, err := Open("pgx", dsns[0], dsns[1:], append([]Option{WithNames(names[0], names[1:]...)}, opts...)...)
+	db, err := dbrouter.Open("pgx", dsns[0], dsns[1:], append([]dbrouter.Option{dbrouter.WithNames(names[0], names[1:]...)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		require.NoError(t, db.Close())

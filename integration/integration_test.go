@@ -1,6 +1,10 @@
-package dbrouter
+package integration
 
 import (
+	"github.com/dbrouter/dbrouter/internal/testwait"
+
+	"github.com/dbrouter/dbrouter"
+
 	"context"
 	"database/sql"
 	"errors"
@@ -32,9 +36,9 @@ const (
 // openIntegrationRouter opens a router over c as openRouter does, with a
 // probe timeout generous enough that a busy machine does not mark a healthy
 // node down in the middle of a test that counts where reads went.
-func openIntegrationRouter(t *testing.T, c *pgcluster.Cluster, opts ...Option) *DB {
+func openIntegrationRouter(t *testing.T, c *pgcluster.Cluster, opts ...dbrouter.Option) *dbrouter.DB {
 	t.Helper()
-	return openRouter(t, c, append([]Option{WithProbeTimeout(10 * time.Second)}, opts...)...)
+	return openRouter(t, c, append([]dbrouter.Option{dbrouter.WithProbeTimeout(10 * time.Second)}, opts...)...)
 }
 
 var uniqueSeq atomic.Int64
@@ -61,7 +65,7 @@ func uniqueName(t testing.TB, prefix string) string {
 // write: were it sent to a replica, it would fail) whose served_by column
 // defaults to the name of the node that inserts the row, and drops it when
 // the test ends.
-func createTable(t *testing.T, ctx context.Context, db *DB, c *pgcluster.Cluster) string {
+func createTable(t *testing.T, ctx context.Context, db *dbrouter.DB, c *pgcluster.Cluster) string {
 	t.Helper()
 	name := uniqueName(t, "t")
 	_, err := db.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s (
@@ -77,31 +81,6 @@ func createTable(t *testing.T, ctx context.Context, db *DB, c *pgcluster.Cluster
 	return name
 }
 
-// pollUntil polls cond until it holds, failing the test with what and cond's
-// last error when timeout (or ctx) ends first.
-func pollUntil(t testing.TB, ctx context.Context, timeout time.Duration, what string, cond func(context.Context) (bool, error)) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		ok, err := cond(ctx)
-		if ok {
-			return
-		}
-		if err != nil {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s: %v (last error: %v)", what, ctx.Err(), last)
-		case <-tick.C:
-		}
-	}
-}
-
 // waitReplicas polls every replica of c, bypassing the router, until query
 // (one boolean) is true on each: DDL done on the primary has been replayed.
 func waitReplicas(t testing.TB, ctx context.Context, c *pgcluster.Cluster, what, query string, args ...any) {
@@ -109,7 +88,7 @@ func waitReplicas(t testing.TB, ctx context.Context, c *pgcluster.Cluster, what,
 	for _, n := range c.Replicas() {
 		h, err := n.Open()
 		require.NoError(t, err)
-		pollUntil(t, ctx, replicationWait, n.Name()+": "+what, func(ctx context.Context) (bool, error) {
+		testwait.For(t, replicationWait, n.Name()+": "+what, func() (bool, error) {
 			var ok bool
 			err := h.QueryRowContext(ctx, query, args...).Scan(&ok)
 			return err == nil && ok, err
@@ -165,7 +144,7 @@ func tallyServers(n int, served func() string) map[string]int {
 // preparedRow and routedRow adapt a *sql.Stmt and a *Stmt to servedBy.
 type (
 	preparedRow struct{ st *sql.Stmt }
-	routedRow   struct{ st *Stmt }
+	routedRow   struct{ st *dbrouter.Stmt }
 )
 
 func (p preparedRow) QueryRowContext(ctx context.Context, _ string, args ...any) *sql.Row {
@@ -177,8 +156,8 @@ func (r routedRow) QueryRowContext(ctx context.Context, _ string, args ...any) *
 }
 
 // statusByName returns the nodes of s by name.
-func statusByName(s Status) map[string]NodeStatus {
-	m := map[string]NodeStatus{}
+func statusByName(s dbrouter.Status) map[string]dbrouter.NodeStatus {
+	m := map[string]dbrouter.NodeStatus{}
 	for _, n := range s.Nodes {
 		m[n.Name] = n
 	}
@@ -186,7 +165,7 @@ func statusByName(s Status) map[string]NodeStatus {
 }
 
 // totalMisroutes sums the Misroutes of every node of s.
-func totalMisroutes(s Status) (sum uint64) {
+func totalMisroutes(s dbrouter.Status) (sum uint64) {
 	for _, n := range s.Nodes {
 		sum += n.Misroutes
 	}
@@ -322,7 +301,7 @@ func TestIntegrationTransactions(t *testing.T) {
 	})
 
 	t.Run("read-only with WithReadOnlyTxOnReplica(false)", func(t *testing.T) {
-		db := openIntegrationRouter(t, c, WithReadOnlyTxOnReplica(false))
+		db := openIntegrationRouter(t, c, dbrouter.WithReadOnlyTxOnReplica(false))
 		tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 		require.NoError(t, err)
 		defer tx.Rollback()
@@ -341,7 +320,7 @@ func TestIntegrationUsePrimaryAndConn(t *testing.T) {
 	ctx := testContext(t, integrationTimeout)
 
 	t.Run("UsePrimary", func(t *testing.T) {
-		pctx := UsePrimary(ctx)
+		pctx := dbrouter.UsePrimary(ctx)
 		for range 6 {
 			assert.Equal(t, "node0", servedBy(t, pctx, db))
 			assert.Equal(t, "node0", queryServedBy(t, pctx, db))
@@ -435,16 +414,16 @@ func TestIntegrationCustomRouter(t *testing.T) {
 		mu   sync.Mutex
 		seen = map[bool]int{} // analytics statements the router saw, by write
 	)
-	analytics := func(_ context.Context, query string, write bool) Target {
+	analytics := func(_ context.Context, query string, write bool) dbrouter.Target {
 		if !strings.HasPrefix(query, "/* analytics */") {
-			return Default
+			return dbrouter.Default
 		}
 		mu.Lock()
 		seen[write]++
 		mu.Unlock()
-		return NodeNamed("node2")
+		return dbrouter.NodeNamed("node2")
 	}
-	db := openIntegrationRouter(t, c, WithRouter(analytics))
+	db := openIntegrationRouter(t, c, dbrouter.WithRouter(analytics))
 	ctx := testContext(t, integrationTimeout)
 	tbl := createTable(t, ctx, db, c)
 
@@ -559,7 +538,7 @@ func TestIntegrationWriteThenReadFromReplicas(t *testing.T) {
 	// Poll through the router until each replica has served the row back.
 	// Until then the table or the row may be missing on the replica asked.
 	saw := map[string]string{} // replica -> served_by of the row it returned
-	pollUntil(t, ctx, replicationWait, "both replicas to return the row", func(ctx context.Context) (bool, error) {
+	testwait.For(t, replicationWait, "both replicas to return the row", func() (bool, error) {
 		var reader, writer string
 		err := db.QueryRowContext(ctx,
 			"SELECT current_setting('cluster_name'), served_by FROM "+tbl+" WHERE v = $1", value).Scan(&reader, &writer)
@@ -583,8 +562,8 @@ func TestIntegrationSessionReadsItsWrites(t *testing.T) {
 	tbl := createTable(t, ctx, db, c)
 	waitReplicas(t, ctx, c, "table "+tbl, "SELECT to_regclass($1) IS NOT NULL", tbl)
 
-	s := NewSession()
-	sctx := WithSession(ctx, s)
+	s := dbrouter.NewSession()
+	sctx := dbrouter.WithSession(ctx, s)
 	for i := range 20 {
 		v := fmt.Sprintf("session %d", i)
 		_, err := db.ExecContext(sctx, "INSERT INTO "+tbl+" (v) VALUES ($1)", v)
@@ -596,17 +575,17 @@ func TestIntegrationSessionReadsItsWrites(t *testing.T) {
 
 	// Once a replica has replayed the session's last write and a probe saw
 	// it, the session's reads go to replicas again.
-	pollUntil(t, ctx, replicationWait, "a session read served by a replica", func(ctx context.Context) (bool, error) {
+	testwait.For(t, replicationWait, "a session read served by a replica", func() (bool, error) {
 		var name string
-		err := db.QueryRowContext(WithSession(ctx, s), whoServes).Scan(&name)
+		err := db.QueryRowContext(dbrouter.WithSession(ctx, s), whoServes).Scan(&name)
 		return err == nil && name != "node0", err
 	})
 
 	// The session crosses a process boundary as a token.
-	resumed, err := ResumeSession(s.Token())
+	resumed, err := dbrouter.ResumeSession(s.Token())
 	require.NoError(t, err)
 	var n int
-	require.NoError(t, db.QueryRowContext(WithSession(ctx, resumed), "SELECT count(*) FROM "+tbl).Scan(&n))
+	require.NoError(t, db.QueryRowContext(dbrouter.WithSession(ctx, resumed), "SELECT count(*) FROM "+tbl).Scan(&n))
 	assert.Equal(t, 20, n)
 }
 
@@ -619,9 +598,9 @@ func TestIntegrationStatus(t *testing.T) {
 	require.Len(t, s.Nodes, 3)
 	p := s.Nodes[0]
 	assert.Equal(t, "node0", p.Name)
-	assert.Equal(t, RolePrimary, p.ConfiguredRole)
-	assert.Equal(t, RolePrimary, p.Role)
-	assert.Equal(t, StateUp, p.State)
+	assert.Equal(t, dbrouter.RolePrimary, p.ConfiguredRole)
+	assert.Equal(t, dbrouter.RolePrimary, p.Role)
+	assert.Equal(t, dbrouter.StateUp, p.State)
 	assert.False(t, p.Readable, "the primary is not among the read replicas")
 	assert.Equal(t, uint32(1), p.Timeline)
 	assert.NotZero(t, p.LSN)
@@ -629,9 +608,9 @@ func TestIntegrationStatus(t *testing.T) {
 	for i, name := range []string{"node1", "node2"} {
 		r := s.Nodes[i+1]
 		assert.Equal(t, name, r.Name)
-		assert.Equal(t, RoleReplica, r.ConfiguredRole)
-		assert.Equal(t, RoleReplica, r.Role, name)
-		assert.Equal(t, StateUp, r.State, name)
+		assert.Equal(t, dbrouter.RoleReplica, r.ConfiguredRole)
+		assert.Equal(t, dbrouter.RoleReplica, r.Role, name)
+		assert.Equal(t, dbrouter.StateUp, r.State, name)
 		assert.True(t, r.Readable, name)
 		assert.Equal(t, uint32(1), r.Timeline, name)
 		assert.NotZero(t, r.LSN, name)
@@ -655,7 +634,7 @@ func TestIntegrationNamesHidePasswords(t *testing.T) {
 	for _, n := range c.Replicas() {
 		replicas = append(replicas, withPassword(n))
 	}
-	db, err := Open("pgx", withPassword(c.Primary()), replicas, WithProbeTimeout(10*time.Second))
+	db, err := dbrouter.Open("pgx", withPassword(c.Primary()), replicas, dbrouter.WithProbeTimeout(10*time.Second))
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, db.Close()) })
 
@@ -672,7 +651,7 @@ func TestIntegrationNamesHidePasswords(t *testing.T) {
 	assert.Contains(t, []string{"node1", "node2"}, servedBy(t, ctx, db))
 	_, err = db.QueryContext(ctx, "SELECT * FROM no_such_table_anywhere")
 	require.Error(t, err)
-	var ne *NodeError
+	var ne *dbrouter.NodeError
 	require.ErrorAs(t, err, &ne)
 	assert.Contains(t, []string{c.Nodes()[1].Addr() + "/postgres", c.Nodes()[2].Addr() + "/postgres"}, ne.Node)
 	assert.Equal(t, "42P01", sqlStateOf(err), "undefined_table, through the *NodeError")
@@ -687,7 +666,7 @@ func TestIntegrationErrorsUnwrapToPgError(t *testing.T) {
 	db := openRouter(t, c)
 
 	_, err := db.QueryContext(ctx, "SELECT * FROM no_such_table_here")
-	var ne *NodeError
+	var ne *dbrouter.NodeError
 	require.ErrorAs(t, err, &ne)
 	assert.Contains(t, []string{"node1", "node2"}, ne.Node)
 	var pgErr *pgconn.PgError

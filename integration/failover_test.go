@@ -1,6 +1,10 @@
-package dbrouter
+package integration
 
 import (
+	"github.com/dbrouter/dbrouter/internal/testwait"
+
+	"github.com/dbrouter/dbrouter"
+
 	"context"
 	"errors"
 	"fmt"
@@ -45,7 +49,7 @@ type load struct {
 // startLoad starts readers and writers. Each call has its own deadline
 // (callTimeout). Writers insert into table and read back, with RETURNING,
 // the node that inserted.
-func startLoad(t *testing.T, db *DB, table string, readers, writers int, callTimeout time.Duration) *load {
+func startLoad(t *testing.T, db *dbrouter.DB, table string, readers, writers int, callTimeout time.Duration) *load {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{cancel: cancel}
@@ -120,7 +124,7 @@ func (l *load) waitWrites(t *testing.T, node string, n int, timeout time.Duratio
 		return c
 	}
 	base := count()
-	waitFor(t, timeout, fmt.Sprintf("%d writes on %s", n, node), func() bool { return count() >= base+n })
+	testwait.Until(t, timeout, fmt.Sprintf("%d writes on %s", n, node), func() bool { return count() >= base+n })
 }
 
 func failed(ops []op, after time.Time) (n int, first error) {
@@ -157,7 +161,7 @@ func firstSuccessOn(ops []op, node string) (time.Time, bool) {
 	return first, !first.IsZero()
 }
 
-func createLoadTable(t *testing.T, ctx context.Context, db *DB, table string) {
+func createLoadTable(t *testing.T, ctx context.Context, db *dbrouter.DB, table string) {
 	t.Helper()
 	_, err := db.ExecContext(ctx, "CREATE TABLE "+table+" (id bigserial PRIMARY KEY, v int, node text DEFAULT current_setting('cluster_name'))")
 	require.NoError(t, err)
@@ -173,7 +177,7 @@ func TestFailoverCrash(t *testing.T) {
 	nodes := c.Nodes()
 	n0, n1, n2 := nodes[0], nodes[1], nodes[2]
 	var events eventLog
-	db := openRouter(t, c, WithEventHook(events.add))
+	db := openRouter(t, c, dbrouter.WithEventHook(events.add))
 	createLoadTable(t, ctx, db, "crash_t")
 
 	l := startLoad(t, db, "crash_t", 4, 2, 5*time.Second)
@@ -204,7 +208,7 @@ func TestFailoverCrash(t *testing.T) {
 	assert.Less(t, resume, 10*time.Second, "writes resume on the new primary")
 	for _, w := range writes {
 		if w.err != nil {
-			assert.True(t, isConnError(w.err) || errors.Is(w.err, ErrNoPrimary),
+			assert.True(t, connectionFailed(w.err) || errors.Is(w.err, dbrouter.ErrNoPrimary),
 				"a write fails only by reaching the crashed primary or finding none: %v", w.err)
 		}
 	}
@@ -235,15 +239,15 @@ func TestFailoverCrash(t *testing.T) {
 	// followed that one past the fork and need pg_rewind.)
 	require.NoError(t, n2.Repoint(ctx, n1))
 	require.NoError(t, n2.WaitStreaming(ctx))
-	waitFor(t, time.Minute, "node2 readable again", func() bool { return nodeStatus(t, db, "node2").Readable })
+	testwait.Until(t, time.Minute, "node2 readable again", func() bool { return nodeStatus(t, db, "node2").Readable })
 	readmitted := time.Now()
-	waitFor(t, time.Minute, "reads on node2", func() bool {
+	testwait.Until(t, time.Minute, "reads on node2", func() bool {
 		reads, _ := l.snapshot()
 		return servedBetween(reads, readmitted, time.Now())["node2"] > 0
 	})
 	// The old primary returns as a primary on its old timeline: fenced.
 	require.NoError(t, n0.Start(ctx))
-	waitFor(t, time.Minute, "node0 fenced", func() bool { return nodeStatus(t, db, "node0").State == StateFenced })
+	testwait.Until(t, time.Minute, "node0 fenced", func() bool { return nodeStatus(t, db, "node0").State == dbrouter.StateFenced })
 	fencedAt := time.Now()
 	before := nodeStatus(t, db, "node0")
 	l.waitWrites(t, "node1", 30, time.Minute)
@@ -253,7 +257,7 @@ func TestFailoverCrash(t *testing.T) {
 	assert.Zero(t, servedBetween(writes, fencedAt, time.Now())["node0"], "no write reaches the fenced old primary")
 	assert.Equal(t, before.Reads+before.Writes, after.Reads+after.Writes, "its counters do not move")
 	assert.Equal(t, "node1", db.Status().Primary)
-	assert.True(t, events.has(EventFenced, "node0"))
+	assert.True(t, events.has(dbrouter.EventFenced, "node0"))
 
 	l.stop()
 	reads, _ = l.snapshot()
@@ -286,8 +290,8 @@ func testHang(t *testing.T, waitDown bool) {
 	require.NoError(t, n0.Freeze(ctx))
 	var detected time.Duration
 	if waitDown {
-		waitFor(t, time.Minute, "the router to see the frozen primary down", func() bool {
-			return nodeStatus(t, db, "node0").State == StateDown
+		testwait.Until(t, time.Minute, "the router to see the frozen primary down", func() bool {
+			return nodeStatus(t, db, "node0").State == dbrouter.StateDown
 		})
 		detected = time.Since(frozenAt)
 	}
@@ -296,7 +300,7 @@ func testHang(t *testing.T, waitDown bool) {
 	// When does the router send writes to node1? The load's own writers may
 	// still sit out their 1 s deadline on the frozen node, so a fresh write
 	// shows it better.
-	waitFor(t, time.Minute, "writes routed to node1", func() bool { return db.Status().Primary == "node1" })
+	testwait.Until(t, time.Minute, "writes routed to node1", func() bool { return db.Status().Primary == "node1" })
 	switched := time.Since(promotedAt)
 	wctx, wcancel := context.WithTimeout(ctx, callTimeout)
 	var on string
@@ -352,14 +356,14 @@ func TestNetworkCut(t *testing.T) {
 		dsns = append(dsns, n.DSNFor("127.0.0.1", p.Port()))
 	}
 	const after = time.Second
-	db := openDSNs(t, dsns, WithAutoPromote(after), WithPrimaryWait(0))
+	db := openDSNs(t, dsns, dbrouter.WithAutoPromote(after), dbrouter.WithPrimaryWait(0))
 	createLoadTable(t, ctx, db, "cut_t")
 	l := startLoad(t, db, "cut_t", 4, 0, 5*time.Second)
-	waitFor(t, time.Minute, "reads", func() bool { r, _ := l.snapshot(); return len(r) > 40 })
+	testwait.Until(t, time.Minute, "reads", func() bool { r, _ := l.snapshot(); return len(r) > 40 })
 
 	t.Run("primary cut from the router only: no promotion", func(t *testing.T) {
 		proxies[0].Cut(tcpproxy.Reset)
-		waitFor(t, time.Minute, "node0 down", func() bool { return nodeStatus(t, db, "node0").State == StateDown })
+		testwait.Until(t, time.Minute, "node0 down", func() bool { return nodeStatus(t, db, "node0").State == dbrouter.StateDown })
 		// Hold on for several times the promotion delay: nothing may happen.
 		deadline := time.Now().Add(4 * after)
 		for time.Now().Before(deadline) {
@@ -371,9 +375,9 @@ func TestNetworkCut(t *testing.T) {
 			assert.Empty(t, db.Status().Primary)
 		}
 		_, err := db.ExecContext(ctx, "INSERT INTO cut_t (v) VALUES (1)")
-		assert.ErrorIs(t, err, ErrNoPrimary)
+		assert.ErrorIs(t, err, dbrouter.ErrNoPrimary)
 		proxies[0].Restore()
-		waitFor(t, time.Minute, "node0 primary again", func() bool { return db.Status().Primary == "node0" })
+		testwait.Until(t, time.Minute, "node0 primary again", func() bool { return db.Status().Primary == "node0" })
 		_, err = db.ExecContext(ctx, "INSERT INTO cut_t (v) VALUES (1)")
 		assert.NoError(t, err)
 	})
@@ -381,9 +385,9 @@ func TestNetworkCut(t *testing.T) {
 	t.Run("replica cut: reads move to the other replica", func(t *testing.T) {
 		cutAt := time.Now()
 		proxies[1].Cut(tcpproxy.Reset)
-		waitFor(t, time.Minute, "node1 down", func() bool { return nodeStatus(t, db, "node1").State == StateDown })
+		testwait.Until(t, time.Minute, "node1 down", func() bool { return nodeStatus(t, db, "node1").State == dbrouter.StateDown })
 		downAt := time.Now()
-		waitFor(t, time.Minute, "reads after the cut", func() bool {
+		testwait.Until(t, time.Minute, "reads after the cut", func() bool {
 			r, _ := l.snapshot()
 			return servedBetween(r, downAt, time.Now())["node2"] > 40
 		})
@@ -394,15 +398,15 @@ func TestNetworkCut(t *testing.T) {
 		retries := nodeStatus(t, db, "node1").Retries
 		t.Logf("FAILOVER replica cut (%s backend): read errors %d; reads re-run on another node %d", c.Backend(), errs, retries)
 		proxies[1].Restore()
-		waitFor(t, time.Minute, "node1 readable again", func() bool { return nodeStatus(t, db, "node1").Readable })
+		testwait.Until(t, time.Minute, "node1 readable again", func() bool { return nodeStatus(t, db, "node1").Readable })
 	})
 
 	t.Run("replica flapping never moves the primary", func(t *testing.T) {
 		for range 3 {
 			proxies[2].Cut(tcpproxy.Reset)
-			waitFor(t, time.Minute, "node2 down", func() bool { return nodeStatus(t, db, "node2").State == StateDown })
+			testwait.Until(t, time.Minute, "node2 down", func() bool { return nodeStatus(t, db, "node2").State == dbrouter.StateDown })
 			proxies[2].Restore()
-			waitFor(t, time.Minute, "node2 up", func() bool { return nodeStatus(t, db, "node2").State == StateUp })
+			testwait.Until(t, time.Minute, "node2 up", func() bool { return nodeStatus(t, db, "node2").State == dbrouter.StateUp })
 			assert.Equal(t, "node0", db.Status().Primary)
 		}
 		reads, _ := l.snapshot()
@@ -418,21 +422,21 @@ func TestAutoPromoteAfterCrash(t *testing.T) {
 	c := newCluster(t, 2)
 	ctx := testContext(t, 4*time.Minute)
 	var events eventLog
-	db := openRouter(t, c, WithAutoPromote(time.Second), WithPrimaryWait(30*time.Second), WithEventHook(events.add))
+	db := openRouter(t, c, dbrouter.WithAutoPromote(time.Second), dbrouter.WithPrimaryWait(30*time.Second), dbrouter.WithEventHook(events.add))
 	createLoadTable(t, ctx, db, "auto_t")
 	l := startLoad(t, db, "auto_t", 2, 2, 30*time.Second)
 	l.waitWrites(t, "node0", 20, time.Minute)
 	waitReplicated(t, ctx, c, "auto_t")
 	crashAt := time.Now()
 	require.NoError(t, c.Primary().Crash(ctx))
-	waitFor(t, 2*time.Minute, "a promotion", func() bool { return db.Status().Primary != "" && db.Status().Primary != "node0" })
+	testwait.Until(t, 2*time.Minute, "a promotion", func() bool { return db.Status().Primary != "" && db.Status().Primary != "node0" })
 	promoted := db.Status().Primary
 	l.waitWrites(t, promoted, 20, time.Minute)
 	_, writes := l.snapshot()
 	first, _ := firstSuccessOn(writes, promoted)
 	t.Logf("FAILOVER auto-promote (%s backend): %s promoted; crash -> first write on it %v; events: %s",
 		c.Backend(), promoted, first.Sub(crashAt).Round(time.Millisecond), events.String())
-	assert.True(t, events.has(EventPromoted, promoted))
+	assert.True(t, events.has(dbrouter.EventPromoted, promoted))
 	for _, n := range c.Replicas() {
 		rec, err := n.InRecovery(ctx)
 		require.NoError(t, err)
@@ -474,7 +478,7 @@ func waitReplicated(t *testing.T, ctx context.Context, c *pgcluster.Cluster, tab
 	var want int
 	require.NoError(t, c.Primary().QueryRow(ctx, "SELECT count(*) FROM "+table, &want))
 	for _, r := range c.Replicas() {
-		waitFor(t, time.Minute, r.Name()+" caught up", func() bool {
+		testwait.Until(t, time.Minute, r.Name()+" caught up", func() bool {
 			var got int
 			return r.QueryRow(ctx, "SELECT count(*) FROM "+table, &got) == nil && got >= want
 		})
@@ -485,7 +489,7 @@ func waitReplicated(t *testing.T, ctx context.Context, c *pgcluster.Cluster, tab
 // primary has written.
 func waitCaughtUp(t *testing.T, ctx context.Context, c *pgcluster.Cluster) {
 	t.Helper()
-	waitFor(t, time.Minute, "replicas caught up with the primary", func() bool {
+	testwait.Until(t, time.Minute, "replicas caught up with the primary", func() bool {
 		var primary string
 		if c.Primary().QueryRow(ctx, "SELECT pg_current_wal_lsn()::text", &primary) != nil {
 			return false
@@ -503,19 +507,19 @@ func waitCaughtUp(t *testing.T, ctx context.Context, c *pgcluster.Cluster) {
 // eventLog collects events from the hook.
 type eventLog struct {
 	mu     sync.Mutex
-	events []Event
+	events []dbrouter.Event
 }
 
-func (l *eventLog) add(e Event) {
+func (l *eventLog) add(e dbrouter.Event) {
 	l.mu.Lock()
 	l.events = append(l.events, e)
 	l.mu.Unlock()
 }
 
-func (l *eventLog) has(kind EventKind, node string) bool {
+func (l *eventLog) has(kind dbrouter.EventKind, node string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return slices.ContainsFunc(l.events, func(e Event) bool { return e.Kind == kind && e.Node == node })
+	return slices.ContainsFunc(l.events, func(e dbrouter.Event) bool { return e.Kind == kind && e.Node == node })
 }
 
 func (l *eventLog) String() string {
@@ -545,22 +549,22 @@ func TestIntegrationProbeAsPlainRole(t *testing.T) {
 	for _, n := range c.Nodes() {
 		dsns = append(dsns, strings.Replace(n.DSN(), "postgres://postgres@", "postgres://plain_app@", 1))
 	}
-	var db *DB
-	waitFor(t, time.Minute, "the role on every replica", func() bool {
+	var db *dbrouter.DB
+	testwait.Until(t, time.Minute, "the role on every replica", func() bool {
 		if db != nil {
 			db.Close()
 		}
 		var err error
-		db, err = Open("pgx", dsns[0], dsns[1:], WithNames("node0", "node1", "node2"), WithAutoPromote(time.Second))
+		db, err = dbrouter.Open("pgx", dsns[0], dsns[1:], dbrouter.WithNames("node0", "node1", "node2"), dbrouter.WithAutoPromote(time.Second))
 		require.NoError(t, err)
 		s := db.Status()
-		return s.Nodes[1].State == StateUp && s.Nodes[2].State == StateUp
+		return s.Nodes[1].State == dbrouter.StateUp && s.Nodes[2].State == dbrouter.StateUp
 	})
 	defer db.Close()
 	s := db.Status()
 	assert.Equal(t, "node0", s.Primary)
 	for _, n := range s.Nodes[1:] {
-		assert.Equal(t, RoleReplica, n.Role)
+		assert.Equal(t, dbrouter.RoleReplica, n.Role)
 		assert.Equal(t, uint32(1), n.Timeline)
 		assert.Equal(t, "hidden", n.WALReceiver)
 		assert.True(t, n.Readable)
