@@ -5,10 +5,10 @@ import (
 	"sync/atomic"
 )
 
-// A Balancer chooses which eligible replica serves a read. Pick must not
-// block: it runs on every read, over an immutable slice of at least one
-// replica. Make one with RoundRobin, Random or LeastInFlight; each DB needs its
-// own.
+// A Balancer chooses which eligible replica serves a read. Its choice runs
+// on every read, over the routing table's immutable list of eligible
+// replicas, and never blocks. Make one with RoundRobin, Random or
+// LeastInFlight; each DB needs its own.
 type Balancer interface {
 	pick(replicas []*node) *node
 }
@@ -24,7 +24,16 @@ func RoundRobin() Balancer {
 type roundRobin struct{ next atomic.Uint64 }
 
 func (b *roundRobin) pick(replicas []*node) *node {
-	return replicas[(b.next.Add(1)-1)%uint64(len(replicas))]
+	return replicas[turn(b.next.Add(1)-1, len(replicas))]
+}
+
+// turn returns x modulo n, without a division when n is a power of two (one
+// or two replicas, most often).
+func turn(x uint64, n int) uint64 {
+	if m := uint64(n); m&(m-1) == 0 {
+		return x & (m - 1)
+	}
+	return x % uint64(n)
 }
 
 // Random returns a Balancer that picks an eligible replica uniformly at random.
@@ -47,7 +56,7 @@ func LeastInFlight() Balancer {
 type leastInFlight struct{ next atomic.Uint64 }
 
 func (b *leastInFlight) pick(replicas []*node) *node {
-	start := int((b.next.Add(1) - 1) % uint64(len(replicas)))
+	start := int(turn(b.next.Add(1)-1, len(replicas)))
 	best, bestUse := replicas[start], replicas[start].db.Stats().InUse
 	for i := 1; i < len(replicas) && bestUse > 0; i++ {
 		n := replicas[(start+i)%len(replicas)]

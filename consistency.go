@@ -3,6 +3,7 @@ package dbrouter
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -50,9 +51,9 @@ func SessionCausal(maxWait time.Duration) SessionMode {
 func (m SessionMode) validate(c *config) {
 	switch {
 	case m.kind == sessionTime && m.window <= 0:
-		c.fail("SessionTime(%v): window must be > 0", m.window)
+		c.fail("WithSessionMode", fmt.Sprintf("SessionTime(%v)", m.window), "window must be > 0")
 	case m.kind == sessionCausal && m.maxWait < 0:
-		c.fail("SessionCausal(%v): maxWait must be >= 0", m.maxWait)
+		c.fail("WithSessionMode", fmt.Sprintf("SessionCausal(%v)", m.maxWait), "maxWait must be >= 0")
 	}
 }
 
@@ -120,17 +121,12 @@ func (s *Session) dropPending(done []*pendingWrite) {
 // NewSession returns an empty session: its first reads may go to any replica.
 func NewSession() *Session { return &Session{} }
 
-type sessionKey struct{}
-
 // WithSession returns a context that carries s: statements under it read
-// their own writes.
+// their own writes. A nil s removes the session ctx carried.
 func WithSession(ctx context.Context, s *Session) context.Context {
-	return context.WithValue(ctx, sessionKey{}, s)
-}
-
-func sessionFrom(ctx context.Context) *Session {
-	s, _ := ctx.Value(sessionKey{}).(*Session)
-	return s
+	r := routeOf(ctx)
+	r.session = s
+	return context.WithValue(ctx, ctxKey{}, r)
 }
 
 const tokenVersion = "v1"
@@ -240,7 +236,7 @@ func (s *Session) resolvePending(ctx context.Context, reader *DB) {
 // transaction, and with another error (a statement of another database) on
 // an open one.
 func txDone(tx *sql.Tx) bool {
-	return tx.StmtContext(context.Background(), &sql.Stmt{}).Close() == sql.ErrTxDone
+	return errors.Is(tx.StmtContext(context.Background(), &sql.Stmt{}).Close(), sql.ErrTxDone)
 }
 
 // resolveWrite records a write of s that ended by now: in causal mode, the
@@ -297,26 +293,27 @@ func queryLSN(ctx context.Context, n *node, query string) (uint64, error) {
 }
 
 // noteWrite records a write made with ExecContext or QueryRowContext under
-// the session in ctx, if any. Its WAL position is learned at the session's
+// session s, if any. Its WAL position is learned at the session's
 // next read or Token: one round trip for any number of writes, and none for
 // writes no read follows.
-func (db *DB) noteWrite(ctx context.Context) {
-	if s := sessionFrom(ctx); s != nil {
+func (db *DB) noteWrite(s *Session) {
+	if s != nil {
 		db.note(s, &pendingWrite{db: db})
 	}
 }
 
-// noteQueryWrite records a write made with QueryContext under the session
-// in ctx, if any: it commits only once its rows are closed.
-func (db *DB) noteQueryWrite(ctx context.Context, rows *sql.Rows) {
-	if s := sessionFrom(ctx); s != nil {
+// noteQueryWrite records a write made with QueryContext under session s (of
+// ctx), if any: it commits only once its rows are closed.
+func (db *DB) noteQueryWrite(ctx context.Context, s *Session, rows *sql.Rows) {
+	if s != nil {
 		db.note(s, &pendingWrite{db: db, ctx: ctx, rows: rows})
 	}
 }
 
-// noteTx records a read-write transaction begun under the session in ctx.
-func (db *DB) noteTx(ctx context.Context, tx *sql.Tx) {
-	if s := sessionFrom(ctx); s != nil {
+// noteTx records a read-write transaction begun under session s (of ctx),
+// if any.
+func (db *DB) noteTx(ctx context.Context, s *Session, tx *sql.Tx) {
+	if s != nil {
 		db.note(s, &pendingWrite{db: db, ctx: ctx, tx: tx})
 	}
 }
@@ -438,4 +435,62 @@ func (db *DB) waitCaughtUp(ctx context.Context, t *table, need uint64) ([]*node,
 		case <-time.After(time.Millisecond):
 		}
 	}
+}
+
+// Lag limits (WithMaxLag).
+
+// maxSamples bounds the history of the primary's WAL position kept for
+// measuring replica lag in time.
+const maxSamples = 4096
+
+// lsnSample is the primary's WAL position at a time.
+type lsnSample struct {
+	at  time.Time
+	lsn uint64
+}
+
+// samplePrimaryLocked records the primary's WAL position, for measuring
+// replica lag in time. Only changes are kept.
+func (db *DB) samplePrimaryLocked(n *node, now time.Time) {
+	hs := &db.hs
+	if n != hs.primary {
+		return
+	}
+	if k := len(hs.samples); k > 0 && hs.samples[k-1].lsn == n.h.lsn {
+		return
+	}
+	if len(hs.samples) == maxSamples {
+		hs.samples = append(hs.samples[:0], hs.samples[maxSamples/2:]...)
+	}
+	hs.samples = append(hs.samples, lsnSample{at: now, lsn: n.h.lsn})
+}
+
+// lagLocked measures how far replica n is behind the primary, in bytes and
+// in time, and reports whether that exceeds WithMaxLag. Time lag is how long
+// ago the primary first reported a WAL position beyond what n has replayed,
+// so an idle primary does not make a caught-up replica look late.
+func (db *DB) lagLocked(n *node, now time.Time) bool {
+	n.h.lagBytes, n.h.lagTime = 0, 0
+	samples := db.hs.samples
+	if len(samples) == 0 || n.h.role != RoleReplica || !n.h.probed {
+		return false
+	}
+	latest := samples[len(samples)-1]
+	if n.h.lsn >= latest.lsn {
+		return false
+	}
+	n.h.lagBytes = int64(latest.lsn - n.h.lsn)
+	i, _ := slices.BinarySearchFunc(samples, n.h.lsn, func(s lsnSample, lsn uint64) int {
+		if s.lsn <= lsn {
+			return -1
+		}
+		return 1
+	})
+	n.h.lagTime = max(now.Sub(samples[i].at), 0)
+	// Behind everything the primary reported since it became primary (or
+	// since this DB started): the lag in time is at least lagTime, maybe far
+	// more. With a time limit, keep it out until it is within the history.
+	unknown := i == 0
+	return db.cfg.maxLagBytes > 0 && n.h.lagBytes > db.cfg.maxLagBytes ||
+		db.cfg.maxLagTime > 0 && (unknown || n.h.lagTime > db.cfg.maxLagTime)
 }

@@ -11,11 +11,78 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dbrouter/dbrouter/internal/fakedriver"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/dbrouter/dbrouter/internal/fakedriver"
 )
+
+func TestMaxLagExcludesAndReadmits(t *testing.T) {
+	ctx := context.Background()
+	t.Run("bytes", func(t *testing.T) {
+		pc := newPGCluster(t, 2, WithMaxLag(1000, 0))
+		pc.pg[0].lsn.Store(10_000)
+		pc.pg[1].lsn.Store(10_000)
+		pc.pg[2].lsn.Store(5_000)
+		pc.probe()
+		pc.probe() // the primary's position is sampled once it is the primary
+		r2 := nodeStatus(t, pc.db, "replica2")
+		assert.True(t, r2.LagExcluded)
+		assert.Equal(t, int64(5000), r2.LagBytes)
+		for range 6 {
+			assert.Equal(t, "replica1", served(t, pc.db, ctx, "SELECT 1"))
+		}
+		assert.Contains(t, pc.eventKinds(), EventReplicaExcluded)
+		pc.pg[2].lsn.Store(10_000)
+		pc.probe()
+		assert.False(t, nodeStatus(t, pc.db, "replica2").LagExcluded)
+		assert.Contains(t, pc.eventKinds(), EventReplicaIncluded)
+	})
+	t.Run("time, measured against the primary's positions", func(t *testing.T) {
+		pc := newPGCluster(t, 1, WithMaxLag(0, 2*time.Second))
+		pc.pg[0].lsn.Store(100)
+		pc.pg[1].lsn.Store(100)
+		pc.probe()
+		pc.clock.advance(time.Second)
+		pc.pg[0].lsn.Store(200) // a write the replica has not replayed
+		pc.probe()
+		r := nodeStatus(t, pc.db, "replica1")
+		assert.Zero(t, r.LagTime)
+		assert.False(t, r.LagExcluded)
+		pc.clock.advance(3 * time.Second)
+		pc.probe()
+		r = nodeStatus(t, pc.db, "replica1")
+		assert.Equal(t, 3*time.Second, r.LagTime)
+		assert.True(t, r.LagExcluded)
+		// Every replica over the limit: reads use the primary.
+		assert.Equal(t, "primary", served(t, pc.db, ctx, "SELECT 1"))
+		pc.pg[1].lsn.Store(200)
+		pc.clock.advance(time.Minute) // an idle primary does not make it late
+		pc.probe()
+		r = nodeStatus(t, pc.db, "replica1")
+		assert.Zero(t, r.LagTime)
+		assert.False(t, r.LagExcluded)
+	})
+	t.Run("fallback off", func(t *testing.T) {
+		pc := newPGCluster(t, 1, WithMaxLag(10, 0), WithReplicaFallback(false))
+		pc.pg[0].lsn.Store(100)
+		pc.probe()
+		pc.probe()
+		assert.ErrorIs(t, pc.db.QueryRowContext(ctx, "SELECT 1").Scan(new(string)), ErrNoReplica)
+	})
+}
+
+func TestTimeLagUnknownAtStartExcludes(t *testing.T) {
+	pc := newPGClusterSetup(t, 1, func(pg []*fakePG) {
+		pg[0].lsn.Store(1_000_000)
+		pg[1].lsn.Store(10) // far behind, from before this DB started
+	}, WithMaxLag(0, 5*time.Second))
+	pc.probe()
+	r := nodeStatus(t, pc.db, "replica1")
+	assert.True(t, r.LagExcluded, "behind all known history: excluded until it is within it (%+v)", r)
+	pc.pg[1].lsn.Store(1_000_000)
+	pc.probe()
+	assert.False(t, nodeStatus(t, pc.db, "replica1").LagExcluded)
+}
 
 func TestSessionTokenRoundTrip(t *testing.T) {
 	s := NewSession()
@@ -323,14 +390,13 @@ func TestSessionWriteDuringAResolutionIsKept(t *testing.T) {
 	_, err := pc.db.ExecContext(sctx, "INSERT 1") // W1 at 200
 	require.NoError(t, err)
 	entered, release := blockLSN(pc)
-	done := make(chan string)
-	go func() { done <- served(t, pc.db, sctx, "SELECT 1") }() // G2 resolves W1
-	<-entered                                                  // position 200 read
+	done := servedAsync(pc.db, sctx, "SELECT 1") // G2 resolves W1
+	<-entered                                    // position 200 read
 	pc.pg[0].lsn.Store(300)
 	_, err = pc.db.ExecContext(sctx, "INSERT 2") // W2 at 300, after that read
 	require.NoError(t, err)
 	close(release)
-	<-done
+	require.NoError(t, receive(t, done, 10*time.Second).err)
 	pc.pg[1].lsn.Store(250) // replica has W1, not W2
 	pc.probe()
 	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "W2 (300) must be visible")
@@ -346,15 +412,14 @@ func TestSessionTxCommittedDuringAResolutionIsKept(t *testing.T) {
 	tx, err := pc.db.BeginTx(sctx, nil)
 	require.NoError(t, err)
 	entered, release := blockLSN(pc)
-	done := make(chan string)
-	go func() { done <- served(t, pc.db, sctx, "SELECT 1") }()
+	done := servedAsync(pc.db, sctx, "SELECT 1")
 	<-entered
 	pc.pg[0].lsn.Store(300)
 	require.NoError(t, tx.Commit())              // commit at 300
 	_, err = pc.db.ExecContext(sctx, "INSERT 3") // a plain write: prunes the tx, merges into W1
 	require.NoError(t, err)
 	close(release)
-	<-done
+	require.NoError(t, receive(t, done, 10*time.Second).err)
 	pc.pg[1].lsn.Store(250)
 	pc.probe()
 	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "the tx (300) must be visible")
@@ -369,15 +434,14 @@ func TestSessionReadDoesNotWaitOnACancelledWriteQuery(t *testing.T) {
 	var b sql.RawBytes // holds the rows' lock until the next Next
 	require.NoError(t, rows.Scan(&b))
 	cancel() // database/sql now wants to close the rows, and waits for that lock
-	done := make(chan struct{})
-	go func() {
-		served(t, pc.db, sctx, "SELECT 1")
-		close(done)
-	}()
+	done := servedAsync(pc.db, sctx, "SELECT 1")
 	select {
-	case <-done:
+	case a := <-done:
+		assert.NoError(t, a.err)
 	case <-time.After(5 * time.Second):
 		t.Error("a session read waited on another query's rows")
+		rows.Next() // let the rows go, and the read
+		<-done
 	}
-	rows.Next() // let the rows go
+	rows.Next()
 }

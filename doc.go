@@ -16,8 +16,10 @@
 //
 // A DB has the *sql.DB method set with the same signatures (it satisfies
 // sqlc's DBTX and GORM's ConnPool), plus Primary, Replica, Status,
-// PrepareRouted and the options below. Bad input (nil handles, empty DSNs,
-// unknown drivers, invalid option values) is an error, never a panic. Open and
+// PrepareRouted and the options below. Bad input is an error, never a panic:
+// errors.Is(err, ErrInvalidArgument) for nil handles, empty DSNs or unknown
+// drivers, one *OptionError (errors.Is(err, ErrInvalidOption)) per invalid
+// option value. Open and
 // New probe every node once before they return (bounded by the probe
 // timeout), so the first statements already go where the nodes say. After
 // Close every method that runs statements returns ErrClosed.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -11,9 +12,20 @@ import (
 )
 
 var (
-	// ErrClosed is returned by every method of a DB, and of a Stmt prepared
-	// through it, once DB.Close has been called.
+	// ErrClosed is returned, once DB.Close has been called, by the methods
+	// that run statements: those of the DB (Query…, Exec…, BeginTx,
+	// Prepare…, PrepareRouted, Conn, Ping…, PrimaryContext) and of a Stmt
+	// prepared through it.
 	ErrClosed = errors.New("dbrouter: database is closed")
+
+	// ErrInvalidArgument is wrapped by the errors Open and New return for bad
+	// arguments: an empty driver name or DSN, an unknown driver, a nil or
+	// repeated handle.
+	ErrInvalidArgument = errors.New("dbrouter: invalid argument")
+
+	// ErrInvalidOption is wrapped by every *OptionError: Open and New return
+	// them (joined, when there are several) for option values they refuse.
+	ErrInvalidOption = errors.New("dbrouter: invalid option")
 
 	// ErrNoPrimary is returned by writes (ExecContext, BeginTx, Conn, a write
 	// through QueryContext) when no node is known to be the primary and none
@@ -30,6 +42,31 @@ var (
 	// parse.
 	ErrInvalidToken = errors.New("dbrouter: invalid session token")
 )
+
+// argError is a bad argument to Open or New; it unwraps to
+// ErrInvalidArgument.
+type argError struct{ msg string }
+
+func (e *argError) Error() string { return "dbrouter: " + e.msg }
+func (e *argError) Unwrap() error { return ErrInvalidArgument }
+
+func badArg(format string, args ...any) error { return &argError{fmt.Sprintf(format, args...)} }
+
+// OptionError is an option value that Open or New refused. It unwraps to
+// ErrInvalidOption; use errors.As to learn which option it was.
+type OptionError struct {
+	Option string // the option: "WithProbeInterval", "WithNames", …; "Option" for a nil Option
+	Value  string // the value refused, as Go prints it: "0s", "nil", …
+	Reason string // what is wrong with it, e.g. "must be > 0"
+}
+
+// Error returns e.g. "dbrouter: WithProbeInterval(0s): must be > 0".
+func (e *OptionError) Error() string {
+	return "dbrouter: " + e.Option + "(" + e.Value + "): " + e.Reason
+}
+
+// Unwrap returns ErrInvalidOption.
+func (e *OptionError) Unwrap() error { return ErrInvalidOption }
 
 // NodeError is an error from one node. It names the node (host:port/dbname
 // or the name given with WithNames; never a password) and the operation, and

@@ -3,6 +3,7 @@ package dbrouter
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -69,57 +70,137 @@ func (db *DB) event(kind EventKind, n *node, now time.Time, detail string, err e
 	return e
 }
 
-// ticketLocked numbers a batch of events in the order the state changed
-// (DB.mu held), so emitInOrder delivers batches in that order; 0 for none.
-func (db *DB) ticketLocked(events []Event) uint64 {
-	if len(events) == 0 {
-		return 0
-	}
-	db.evIssued++
-	return db.evIssued
+// emitter delivers events from one goroutine of its own, in the order they
+// were queued, with no lock held (as grpc-go's callback serializer does):
+// the probes of several nodes change state concurrently, and a hook that
+// tracks the primary must not see "primary changed" before the "no primary"
+// that came first. Events are queued under DB.mu, in the order of the state
+// changes; emitter.mu is a leaf lock.
+type emitter struct {
+	deliver func(Event)
+	wake    chan struct{} // size 1: the queue is not empty
+	quit    chan struct{} // closed by stop
+	done    chan struct{} // closed when the goroutine has ended
+
+	mu    sync.Mutex // protects queue
+	queue []queued
 }
 
-// emitInOrder emits the batch numbered ticket once every earlier batch was
-// emitted: the probes of several nodes make changes concurrently, and a hook
-// that tracks the primary must not see "primary changed" before the "no
-// primary" that came first. No lock is held while the hook runs.
-func (db *DB) emitInOrder(ticket uint64, events []Event) {
-	if ticket == 0 {
+// queued is an event, or (with flushed set) a marker that is closed once
+// every event queued before it was delivered.
+type queued struct {
+	e       Event
+	flushed chan struct{}
+}
+
+// start starts the delivering goroutine.
+func (em *emitter) start(deliver func(Event)) {
+	em.deliver = deliver
+	em.wake = make(chan struct{}, 1)
+	em.quit = make(chan struct{})
+	em.done = make(chan struct{})
+	go em.loop()
+}
+
+// push queues events. It never blocks on their delivery.
+func (em *emitter) push(events ...Event) {
+	if len(events) == 0 {
 		return
 	}
-	db.evMu.Lock()
-	for db.evDelivered != ticket-1 {
-		db.evCond.Wait()
+	em.mu.Lock()
+	for _, e := range events {
+		em.queue = append(em.queue, queued{e: e})
 	}
-	db.evMu.Unlock()
-	defer func() { // also when the hook ends its goroutine (runtime.Goexit)
-		db.evMu.Lock()
-		db.evDelivered = ticket
-		db.evCond.Broadcast()
-		db.evMu.Unlock()
-	}()
-	db.emit(events)
+	em.mu.Unlock()
+	em.signal()
 }
 
-// emit logs events and passes them to the hook. It is called with no lock
-// held.
-func (db *DB) emit(events []Event) {
-	for _, e := range events {
-		level := slog.LevelInfo
-		switch e.Kind {
-		case EventNodeDown, EventNoPrimary, EventFenced, EventPromoteFailed:
-			level = slog.LevelWarn
+// flush returns once every event queued before it was delivered.
+func (em *emitter) flush() {
+	done := make(chan struct{})
+	em.mu.Lock()
+	em.queue = append(em.queue, queued{flushed: done})
+	em.mu.Unlock()
+	em.signal()
+	select {
+	case <-done:
+	case <-em.done:
+	}
+}
+
+func (em *emitter) signal() {
+	select {
+	case em.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stop delivers what is queued, then ends the goroutine and waits for it.
+func (em *emitter) stop() {
+	close(em.quit)
+	<-em.done
+}
+
+func (em *emitter) loop() {
+	ended := false
+	defer func() {
+		if !ended {
+			// The hook ended this goroutine (runtime.Goexit, e.g. t.FailNow
+			// in a test's hook): carry on in a new one.
+			go em.loop()
+			return
 		}
-		attrs := []slog.Attr{slog.String("event", e.Kind.String()), slog.String("node", e.Node)}
-		if e.Detail != "" {
-			attrs = append(attrs, slog.String("detail", e.Detail))
+		close(em.done)
+	}()
+	for {
+		select {
+		case <-em.wake:
+			em.drain()
+		case <-em.quit:
+			em.drain()
+			ended = true
+			return
 		}
-		if e.Err != nil {
-			attrs = append(attrs, slog.String("error", e.Err.Error()))
+	}
+}
+
+// drain delivers the queue, one event at a time, until it is empty.
+func (em *emitter) drain() {
+	for {
+		em.mu.Lock()
+		if len(em.queue) == 0 {
+			em.mu.Unlock()
+			return
 		}
-		db.cfg.logger.LogAttrs(context.Background(), level, "dbrouter: "+e.Kind.String(), attrs...)
-		if db.cfg.hook != nil {
-			db.cfg.hook(e)
+		q := em.queue[0]
+		em.queue[0] = queued{}
+		em.queue = em.queue[1:]
+		em.mu.Unlock()
+		if q.flushed != nil {
+			close(q.flushed)
+			continue
 		}
+		em.deliver(q.e)
+	}
+}
+
+// emit logs e and passes it to the hook. The emitter calls it, with no
+// lock held.
+func (db *DB) emit(e Event) {
+	level := slog.LevelInfo
+	switch e.Kind {
+	case EventNodeDown, EventNoPrimary, EventFenced, EventPromoteFailed:
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{slog.String("event", e.Kind.String()), slog.String("node", e.Node)}
+	if e.Detail != "" {
+		attrs = append(attrs, slog.String("detail", e.Detail))
+	}
+	if e.Err != nil {
+		attrs = append(attrs, slog.String("error", e.Err.Error()))
+	}
+	db.cfg.logger.LogAttrs(context.Background(), level, "dbrouter: "+e.Kind.String(), attrs...)
+	if db.cfg.hook != nil {
+		db.cfg.hook(e)
 	}
 }

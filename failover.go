@@ -3,13 +3,10 @@ package dbrouter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 )
-
-// maxSamples bounds the history of the primary's WAL position kept for
-// measuring replica lag in time.
-const maxSamples = 4096
 
 // rebuildLocked chooses the primary and the replicas eligible for reads from
 // the nodes' probed states, publishes a new routing table when that changed,
@@ -112,50 +109,31 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 	return events
 }
 
-// samplePrimaryLocked records the primary's WAL position, for measuring
-// replica lag in time. Only changes are kept.
-func (db *DB) samplePrimaryLocked(n *node, now time.Time) {
-	hs := &db.hs
-	if n != hs.primary {
-		return
+// waitPrimary waits for a primary to become known, for WithPrimaryWait and
+// no longer than ctx, asking every node for a probe at once; t is the table
+// that had none.
+func (db *DB) waitPrimary(ctx context.Context, t *table) (*node, error) {
+	if db.cfg.primaryWait <= 0 {
+		return nil, ErrNoPrimary
 	}
-	if k := len(hs.samples); k > 0 && hs.samples[k-1].lsn == n.h.lsn {
-		return
-	}
-	if len(hs.samples) == maxSamples {
-		hs.samples = append(hs.samples[:0], hs.samples[maxSamples/2:]...)
-	}
-	hs.samples = append(hs.samples, lsnSample{at: now, lsn: n.h.lsn})
-}
-
-// lagLocked measures how far replica n is behind the primary, in bytes and
-// in time, and reports whether that exceeds WithMaxLag. Time lag is how long
-// ago the primary first reported a WAL position beyond what n has replayed,
-// so an idle primary does not make a caught-up replica look late.
-func (db *DB) lagLocked(n *node, now time.Time) bool {
-	n.h.lagBytes, n.h.lagTime = 0, 0
-	samples := db.hs.samples
-	if len(samples) == 0 || n.h.role != RoleReplica || !n.h.probed {
-		return false
-	}
-	latest := samples[len(samples)-1]
-	if n.h.lsn >= latest.lsn {
-		return false
-	}
-	n.h.lagBytes = int64(latest.lsn - n.h.lsn)
-	i, _ := slices.BinarySearchFunc(samples, n.h.lsn, func(s lsnSample, lsn uint64) int {
-		if s.lsn <= lsn {
-			return -1
+	db.probeAllNow()
+	timer := time.NewTimer(db.cfg.primaryWait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-t.changed:
+			t = db.table.Load()
+			if t.primary != nil {
+				return t.primary, nil
+			}
+		case <-timer.C:
+			return nil, fmt.Errorf("%w (waited %v)", ErrNoPrimary, db.cfg.primaryWait)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", ErrNoPrimary, ctx.Err())
+		case <-db.ctx.Done():
+			return nil, ErrClosed
 		}
-		return 1
-	})
-	n.h.lagTime = max(now.Sub(samples[i].at), 0)
-	// Behind everything the primary reported since it became primary (or
-	// since this DB started): the lag in time is at least lagTime, maybe far
-	// more. With a time limit, keep it out until it is within the history.
-	unknown := i == 0
-	return db.cfg.maxLagBytes > 0 && n.h.lagBytes > db.cfg.maxLagBytes ||
-		db.cfg.maxLagTime > 0 && (unknown || n.h.lagTime > db.cfg.maxLagTime)
+	}
 }
 
 // promotionCandidateLocked returns the replica to promote, when automatic
@@ -217,9 +195,8 @@ func (db *DB) promote(n *node) {
 		ev = db.event(EventPromoteFailed, n, now, "", nodeErr(n, "promote", err))
 	}
 	db.mu.Lock()
-	ticket := db.ticketLocked([]Event{ev})
+	db.events.push(ev)
 	db.mu.Unlock()
-	db.emitInOrder(ticket, []Event{ev})
 	if err == nil {
 		db.probeAndApply(n) // see it as a primary before anything else decides
 	}

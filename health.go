@@ -2,61 +2,13 @@ package dbrouter
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 )
-
-// Role is what a node is: as configured, or as its probes report.
-type Role uint8
-
-const (
-	RoleUnknown Role = iota
-	RolePrimary
-	RoleReplica
-)
-
-func (r Role) String() string {
-	switch r {
-	case RolePrimary:
-		return "primary"
-	case RoleReplica:
-		return "replica"
-	}
-	return "unknown"
-}
-
-// State is a node's health as the probes see it.
-type State uint8
-
-const (
-	// StateUnknown: not probed yet; the configured role is trusted.
-	StateUnknown State = iota
-	// StateUp: the last probe succeeded.
-	StateUp
-	// StateDown: the last WithFailureThreshold probes failed.
-	StateDown
-	// StateFenced: the node says it is a primary but another primary on a
-	// higher timeline won; it serves nothing until it reports in recovery.
-	StateFenced
-)
-
-func (s State) String() string {
-	switch s {
-	case StateUp:
-		return "up"
-	case StateDown:
-		return "down"
-	case StateFenced:
-		return "fenced"
-	}
-	return "unknown"
-}
 
 // clock tells time; tests inject a fake one.
 type clock interface{ now() time.Time }
@@ -64,116 +16,6 @@ type clock interface{ now() time.Time }
 type realClock struct{}
 
 func (realClock) now() time.Time { return time.Now() }
-
-// A Dialect knows how to probe a node. PostgreSQL() learns role, WAL position
-// and timeline in one round trip; Generic() only pings.
-type Dialect interface {
-	probe(ctx context.Context, q querier) probeResult
-	knowsRoles() bool
-}
-
-// querier is what a probe runs on: a *sql.Conn kept for probes, or a pool.
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-	PingContext(ctx context.Context) error
-}
-
-// PostgreSQL returns the dialect for PostgreSQL streaming replication (the
-// default). Any role can probe; with pg_monitor (or pg_read_all_stats) it
-// also sees the WAL receiver's state, which WithAutoPromote needs.
-func PostgreSQL() Dialect { return postgresDialect{} }
-
-// Generic returns a dialect for any driver: probes only ping, so roles stay
-// as configured and there is no failover, fencing or lag limit.
-func Generic() Dialect { return genericDialect{} }
-
-// probeResult is what one probe learned.
-type probeResult struct {
-	err        error
-	inRecovery bool
-	lsn        uint64 // current WAL position on a primary, replayed on a replica
-	timeline   uint32 // 0 when unknown
-	receiver   string // a replica's WAL receiver: "streaming", "none", "hidden", …; "" on a primary
-}
-
-type genericDialect struct{}
-
-func (genericDialect) knowsRoles() bool { return false }
-func (genericDialect) probe(ctx context.Context, q querier) probeResult {
-	return probeResult{err: q.PingContext(ctx)}
-}
-
-type postgresDialect struct{}
-
-func (postgresDialect) knowsRoles() bool { return true }
-
-// postgresProbe learns, in one round trip, whether the node is in recovery,
-// its WAL position, its timeline and the state of its WAL receiver ("none"
-// when it runs none; "hidden" when the probing role lacks pg_read_all_stats
-// and sees no details). The
-// current timeline of a primary is the first 8 hex digits of its current WAL
-// file name ((pg_control_checkpoint()).timeline_id lags after a promotion
-// until the next checkpoint); a replica's is the one its receiver streams,
-// else that of its last restartpoint.
-const postgresProbe = `SELECT r,
-	(CASE WHEN r THEN COALESCE(pg_last_wal_replay_lsn(), '0/0') ELSE pg_current_wal_lsn() END - '0/0')::text,
-	CASE WHEN r THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id)
-		ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
-	CASE WHEN r THEN COALESCE((SELECT COALESCE(status, 'hidden') FROM pg_stat_wal_receiver), 'none') ELSE '' END
-FROM pg_is_in_recovery() AS r`
-
-func (postgresDialect) probe(ctx context.Context, q querier) probeResult {
-	var (
-		r   probeResult
-		lsn string
-		tl  sql.NullInt64
-	)
-	r.err = q.QueryRowContext(ctx, postgresProbe).Scan(&r.inRecovery, &lsn, &tl, &r.receiver)
-	if r.err != nil {
-		return r
-	}
-	v, err := strconv.ParseUint(lsn, 10, 64)
-	if err != nil {
-		r.err = fmt.Errorf("probe: bad WAL position %q: %w", lsn, err)
-		return r
-	}
-	r.lsn, r.timeline = v, uint32(tl.Int64)
-	return r
-}
-
-// nodeHealth is a node's probed state. It is protected by DB.mu.
-type nodeHealth struct {
-	probed   bool // a probe has finished
-	up       bool
-	fails    int  // consecutive failed probes
-	role     Role // observed; the configured role until a probe says
-	fenced   bool
-	eligible bool // serves reads now
-	lsn      uint64
-	timeline uint32
-	receiver string // WAL receiver state, see probeResult
-	streamed bool   // seen streaming since the current primary was chosen: may vote for a promotion
-	latency  time.Duration
-	lastErr  error
-	since    time.Time // when state or role last changed
-	lagBytes int64
-	lagTime  time.Duration
-	lagged   bool // excluded from reads for lag
-	staleTL  bool // excluded from reads for being on an older timeline
-	bo       *backoff.ExponentialBackOff
-}
-
-func (h *nodeHealth) state() State {
-	switch {
-	case !h.probed:
-		return StateUnknown
-	case !h.up:
-		return StateDown
-	case h.fenced:
-		return StateFenced
-	}
-	return StateUp
-}
 
 // healthState is the DB-wide part of the health picture. It is protected by
 // DB.mu.
@@ -190,11 +32,6 @@ type healthState struct {
 	samples         []lsnSample // the primary's WAL position over time, oldest first
 	promoting       bool
 	promoted        *node // the node promoted last, until a probe of it succeeds: no other promotion before
-}
-
-type lsnSample struct {
-	at  time.Time
-	lsn uint64
 }
 
 // startHealth publishes the configured routing table, probes every node once
@@ -282,7 +119,7 @@ func (db *DB) probeAndApply(n *node) {
 		db.hs.slowPrimary = false
 		db.mu.Unlock()
 	}
-	if r.err != nil && ctx.Err() != nil && r.err == ctx.Err() {
+	if r.err != nil && ctx.Err() != nil && errors.Is(r.err, ctx.Err()) {
 		r.err = fmt.Errorf("probe timed out after %v: %w", db.cfg.probeTimeout, r.err)
 	}
 	db.apply(n, r, latency)
@@ -396,15 +233,6 @@ func (db *DB) signal(n *node, err error) {
 	}
 }
 
-// askProbe asks n's probe loop for a probe at once; a request already
-// waiting covers this one.
-func (n *node) askProbe() {
-	select {
-	case n.probeNow <- struct{}{}:
-	default:
-	}
-}
-
 // probeAllNow asks every node's loop for an immediate probe, at most once
 // per fast probe interval however many writes are waiting.
 func (db *DB) probeAllNow() {
@@ -478,13 +306,12 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 	wake := fast && !db.hs.fast
 	db.hs.fast = fast
 	promote := db.promotionCandidateLocked(now)
-	ticket := db.ticketLocked(events)
+	db.events.push(events...)
 	db.mu.Unlock()
 
 	if wake {
 		db.probeAllNow()
 	}
-	db.emitInOrder(ticket, events)
 	if promote != nil {
 		db.promote(promote)
 	}

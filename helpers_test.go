@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,11 +11,28 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dbrouter/dbrouter/internal/fakedriver"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
-
-	"github.com/dbrouter/dbrouter/internal/fakedriver"
 )
+
+func nodeStatus(t *testing.T, db *DB, name string) NodeStatus {
+	t.Helper()
+	s, ok := db.Status().Node(name)
+	require.True(t, ok, "no node %q", name)
+	return s
+}
+
+// statements counts the queries and execs a node ran, probes aside.
+func statements(c *fakedriver.Connector) int {
+	n := 0
+	for _, call := range c.Calls() {
+		if (call.Op == fakedriver.OpQuery || call.Op == fakedriver.OpExec) && call.SQL != postgresProbe {
+			n++
+		}
+	}
+	return n
+}
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
@@ -64,6 +80,39 @@ func served(t testing.TB, db interface {
 	var name string
 	require.NoError(t, db.QueryRowContext(ctx, query).Scan(&name))
 	return name
+}
+
+// answer is who served a query run off the test's goroutine, or its error.
+type answer struct {
+	node string
+	err  error
+}
+
+// servedAsync runs served's query on a goroutine of its own and sends its
+// answer on the returned channel, for the test's goroutine to check: require
+// must not be called off that goroutine.
+func servedAsync(db interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, ctx context.Context, query string) <-chan answer {
+	ch := make(chan answer, 1)
+	go func() {
+		var a answer
+		a.err = db.QueryRowContext(ctx, query).Scan(&a.node)
+		ch <- a
+	}()
+	return ch
+}
+
+// receive waits for an answer, failing the test after timeout.
+func receive(t testing.TB, ch <-chan answer, timeout time.Duration) answer {
+	t.Helper()
+	select {
+	case a := <-ch:
+		return a
+	case <-time.After(timeout):
+		t.Fatalf("no answer within %v", timeout)
+		return answer{}
+	}
 }
 
 // fakePG makes a fake node answer the PostgreSQL probe (and the other
@@ -187,7 +236,10 @@ func newPGClusterSetup(t testing.TB, replicas int, setup func([]*fakePG), opts .
 // probe probes every node once, as one round of the background loop would.
 func (pc *pgCluster) probe() { pc.db.probeAll() }
 
+// eventKinds returns the kinds of the events delivered so far, once every
+// event queued before the call was delivered.
 func (pc *pgCluster) eventKinds() []EventKind {
+	pc.db.events.flush()
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	var ks []EventKind
@@ -196,17 +248,3 @@ func (pc *pgCluster) eventKinds() []EventKind {
 	}
 	return ks
 }
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func isCI() bool { return os.Getenv("CI") != "" }

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -54,7 +57,7 @@ type config struct {
 	clock        clock
 	noBackground bool // no probe goroutines; tests drive probes themselves
 
-	errs []error // collected while applying options
+	errs []error // *OptionError, collected while applying options
 }
 
 func defaultConfig() config {
@@ -68,39 +71,63 @@ func defaultConfig() config {
 		primaryWait:         DefaultPrimaryWait,
 		maxBackoff:          DefaultMaxBackoff,
 		session:             SessionCausal(0),
+		balancer:            RoundRobin(),
+		logger:              slog.New(slog.DiscardHandler),
 		clock:               realClock{},
 	}
 }
 
-func (c *config) fail(format string, args ...any) {
-	c.errs = append(c.errs, fmt.Errorf("dbrouter: "+format, args...))
+// newConfig applies opts over the defaults and validates the result for a
+// DB of nodes nodes.
+func newConfig(opts []Option, nodes int) (config, error) {
+	c := defaultConfig()
+	for i, o := range opts {
+		if o == nil {
+			c.fail("Option", nil, fmt.Sprintf("option %d is nil", i))
+			continue
+		}
+		o(&c)
+	}
+	return c, c.validate(nodes)
+}
+
+// fail records that option refused value, and why.
+func (c *config) fail(option string, value any, reason string) {
+	c.errs = append(c.errs, &OptionError{Option: option, Value: fmt.Sprint(value), Reason: reason})
 }
 
 // positive sets *field to d, or records an error naming the option.
 func (c *config) positive(option string, d time.Duration, field *time.Duration) {
 	if d <= 0 {
-		c.fail("%s(%v): must be > 0", option, d)
+		c.fail(option, d, "must be > 0")
 		return
 	}
 	*field = d
 }
 
-func (c *config) validate() error {
-	if c.balancer == nil {
-		c.balancer = RoundRobin()
-	}
+// validate checks the options against each other and the number of nodes,
+// and returns every error found while applying and checking them.
+func (c *config) validate(nodes int) error {
 	if c.dialect == nil {
-		c.fail("WithDialect: nil dialect")
-	}
-	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
-	}
-	if c.dialect != nil && !c.dialect.knowsRoles() {
+		c.fail("WithDialect", nil, "must not be nil")
+	} else if !c.dialect.knowsRoles() {
 		if c.autoPromote {
-			c.fail("WithAutoPromote needs the PostgreSQL dialect, not Generic()")
+			c.fail("WithAutoPromote", c.autoPromoteAfter, "needs the PostgreSQL dialect, not Generic()")
 		}
 		if c.maxLagBytes > 0 || c.maxLagTime > 0 {
-			c.fail("WithMaxLag needs the PostgreSQL dialect, not Generic()")
+			c.fail("WithMaxLag", fmt.Sprintf("%d, %v", c.maxLagBytes, c.maxLagTime), "needs the PostgreSQL dialect, not Generic()")
+		}
+	}
+	if c.names != nil {
+		if len(c.names) != nodes {
+			c.fail("WithNames", quoted(c.names), fmt.Sprintf("%d names for %d nodes", len(c.names), nodes))
+		}
+		for i, name := range c.names {
+			if name == "" {
+				c.fail("WithNames", quoted(c.names), fmt.Sprintf("name %d is empty", i))
+			} else if slices.Index(c.names, name) != i {
+				c.fail("WithNames", quoted(c.names), fmt.Sprintf("%q is used twice", name))
+			}
 		}
 	}
 	return errors.Join(c.errs...)
@@ -111,7 +138,7 @@ func (c *config) validate() error {
 func WithBalancer(b Balancer) Option {
 	return func(c *config) {
 		if b == nil {
-			c.fail("WithBalancer: nil balancer")
+			c.fail("WithBalancer", nil, "must not be nil")
 			return
 		}
 		c.balancer = b
@@ -156,7 +183,7 @@ func WithProbeTimeout(d time.Duration) Option {
 func WithFailureThreshold(n int) Option {
 	return func(c *config) {
 		if n < 1 {
-			c.fail("WithFailureThreshold(%d): must be >= 1", n)
+			c.fail("WithFailureThreshold", n, "must be >= 1")
 			return
 		}
 		c.failureThreshold = n
@@ -176,7 +203,7 @@ func WithMaxBackoff(d time.Duration) Option {
 func WithPrimaryWait(d time.Duration) Option {
 	return func(c *config) {
 		if d < 0 {
-			c.fail("WithPrimaryWait(%v): must be >= 0", d)
+			c.fail("WithPrimaryWait", d, "must be >= 0")
 			return
 		}
 		c.primaryWait = d
@@ -194,7 +221,7 @@ func WithPrimaryWait(d time.Duration) Option {
 func WithAutoPromote(after time.Duration) Option {
 	return func(c *config) {
 		if after <= 0 {
-			c.fail("WithAutoPromote(%v): must be > 0", after)
+			c.fail("WithAutoPromote", after, "must be > 0")
 			return
 		}
 		c.autoPromote = true
@@ -208,7 +235,7 @@ func WithAutoPromote(after time.Duration) Option {
 func WithMaxLag(bytes int64, d time.Duration) Option {
 	return func(c *config) {
 		if bytes < 0 || d < 0 {
-			c.fail("WithMaxLag(%d, %v): must be >= 0", bytes, d)
+			c.fail("WithMaxLag", fmt.Sprintf("%d, %v", bytes, d), "must be >= 0")
 			return
 		}
 		c.maxLagBytes, c.maxLagTime = bytes, d
@@ -220,7 +247,7 @@ func WithMaxLag(bytes int64, d time.Duration) Option {
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
 		if l == nil {
-			c.fail("WithLogger: nil logger")
+			c.fail("WithLogger", nil, "must not be nil")
 			return
 		}
 		c.logger = l
@@ -235,7 +262,7 @@ func WithLogger(l *slog.Logger) Option {
 func WithEventHook(h func(Event)) Option {
 	return func(c *config) {
 		if h == nil {
-			c.fail("WithEventHook: nil hook")
+			c.fail("WithEventHook", nil, "must not be nil")
 			return
 		}
 		c.hook = h
@@ -250,7 +277,7 @@ func WithRouter(routers ...Router) Option {
 	return func(c *config) {
 		for i, r := range routers {
 			if r == nil {
-				c.fail("WithRouter: router %d is nil", i)
+				c.fail("WithRouter", nil, fmt.Sprintf("router %d is nil", i))
 				return
 			}
 		}
@@ -273,7 +300,7 @@ func WithNames(primary string, replicas ...string) Option {
 func WithSessionMode(m SessionMode) Option {
 	return func(c *config) {
 		if m.kind == sessionNone {
-			c.fail("WithSessionMode: zero SessionMode; use SessionCausal or SessionTime")
+			c.fail("WithSessionMode", "SessionMode{}", "use SessionCausal or SessionTime")
 			return
 		}
 		m.validate(c)
@@ -286,3 +313,12 @@ func withClock(cl clock) Option { return func(c *config) { c.clock = cl } }
 
 // withoutBackground starts no probe goroutines, for tests that drive probes.
 func withoutBackground() Option { return func(c *config) { c.noBackground = true } }
+
+// quoted prints names as WithNames was called: "a", "b".
+func quoted(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
+}

@@ -40,7 +40,7 @@ func (db *DB) PrepareRouted(ctx context.Context, query string) (*Stmt, error) {
 	for i := range s.preparing {
 		s.preparing[i] = make(chan struct{}, 1)
 	}
-	n, _, err := db.route(ctx, query, s.write)
+	n, _, err := db.route(ctx, routeOf(ctx), query, s.write)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +96,7 @@ func (s *Stmt) QueryContext(ctx context.Context, args ...any) (*sql.Rows, error)
 	if err := s.usable(); err != nil {
 		return nil, err
 	}
-	return s.db.queryCall(ctx, call{stmt: s, query: s.query, args: args, write: s.write})
+	return s.db.queryCall(ctx, call{stmt: s, query: s.query, write: s.write}, args)
 }
 
 // Query runs the statement as QueryContext. Query uses context.Background
@@ -107,10 +107,20 @@ func (s *Stmt) Query(args ...any) (*sql.Rows, error) {
 
 // QueryRowContext runs the statement as DB.QueryRowContext runs its query.
 func (s *Stmt) QueryRowContext(ctx context.Context, args ...any) *sql.Row {
-	if err := s.usable(); err != nil {
-		return errRow(err)
+	var r sqlRow // inlined, r stays on the caller's stack: see DB.QueryRowContext
+	return s.queryRow(ctx, args, &r)
+}
+
+func (s *Stmt) queryRow(ctx context.Context, args []any, r *sqlRow) *sql.Row {
+	var rows *sql.Rows
+	err := s.usable()
+	if err == nil {
+		rows, err = s.db.queryCall(ctx, call{stmt: s, query: s.query, write: s.write}, args)
 	}
-	return s.db.queryRowCall(ctx, call{stmt: s, query: s.query, args: args, write: s.write})
+	if row := r.fill(rows, err); row != nil {
+		return row
+	}
+	return r.asRow()
 }
 
 // QueryRow runs the statement as QueryRowContext. QueryRow uses
@@ -124,7 +134,7 @@ func (s *Stmt) ExecContext(ctx context.Context, args ...any) (sql.Result, error)
 	if err := s.usable(); err != nil {
 		return nil, err
 	}
-	return s.db.execCall(ctx, call{stmt: s, query: s.query, args: args, write: true})
+	return s.db.execCall(ctx, call{stmt: s, query: s.query, write: true}, args)
 }
 
 // Exec runs the statement as ExecContext. Exec uses context.Background

@@ -57,15 +57,11 @@ func (t Target) String() string {
 	return "default"
 }
 
-type usePrimaryKey struct{}
-
 // UsePrimary returns a context under which every statement goes to the
 // primary, reads included: Django's using("default"). Use it for a read that
 // must see the latest committed data, without a session.
 func UsePrimary(ctx context.Context) context.Context {
-	return context.WithValue(ctx, usePrimaryKey{}, true)
-}
-
-func usesPrimary(ctx context.Context) bool {
-	return ctx.Value(usePrimaryKey{}) != nil
+	r := routeOf(ctx)
+	r.usePrimary = true
+	return context.WithValue(ctx, ctxKey{}, r)
 }

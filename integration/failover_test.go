@@ -362,7 +362,7 @@ func TestNetworkCut(t *testing.T) {
 	testwait.Until(t, time.Minute, "reads", func() bool { r, _ := l.snapshot(); return len(r) > 40 })
 
 	t.Run("primary cut from the router only: no promotion", func(t *testing.T) {
-		proxies[0].Cut(tcpproxy.Reset)
+		proxies[0].Cut()
 		testwait.Until(t, time.Minute, "node0 down", func() bool { return nodeStatus(t, db, "node0").State == dbrouter.StateDown })
 		// Hold on for several times the promotion delay: nothing may happen.
 		deadline := time.Now().Add(4 * after)
@@ -384,7 +384,7 @@ func TestNetworkCut(t *testing.T) {
 
 	t.Run("replica cut: reads move to the other replica", func(t *testing.T) {
 		cutAt := time.Now()
-		proxies[1].Cut(tcpproxy.Reset)
+		proxies[1].Cut()
 		testwait.Until(t, time.Minute, "node1 down", func() bool { return nodeStatus(t, db, "node1").State == dbrouter.StateDown })
 		downAt := time.Now()
 		testwait.Until(t, time.Minute, "reads after the cut", func() bool {
@@ -403,7 +403,7 @@ func TestNetworkCut(t *testing.T) {
 
 	t.Run("replica flapping never moves the primary", func(t *testing.T) {
 		for range 3 {
-			proxies[2].Cut(tcpproxy.Reset)
+			proxies[2].Cut()
 			testwait.Until(t, time.Minute, "node2 down", func() bool { return nodeStatus(t, db, "node2").State == dbrouter.StateDown })
 			proxies[2].Restore()
 			testwait.Until(t, time.Minute, "node2 up", func() bool { return nodeStatus(t, db, "node2").State == dbrouter.StateUp })

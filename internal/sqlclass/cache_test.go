@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 )
 
 func TestClassifyAgreesWithIsReadOnly(t *testing.T) {
@@ -67,4 +68,41 @@ func FuzzClassify(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A string built in a reused buffer (as some query builders convert bytes
+// to a string without copying) comes back at the same address with other
+// bytes: the address table must never answer for the old text.
+func TestClassifyAddressReusedWithOtherBytes(t *testing.T) {
+	read, write := []byte("SELECT * FROM accounts WHERE id = 1"), []byte("DELETE FROM accounts WHERE id = 1 ")
+	buf := make([]byte, len(read))
+	q := unsafe.String(&buf[0], len(buf))
+	for range 3 { // admitted, then found by address
+		copy(buf, read)
+		if !Classify(q) {
+			t.Fatalf("Classify(%q) = false", q)
+		}
+	}
+	copy(buf, write) // same address and length, a write now
+	if Classify(q) {
+		t.Fatalf("Classify(%q) = true: answered for the old text at that address", q)
+	}
+}
+
+func TestInReadOnly(t *testing.T) {
+	const constant = "SELECT id FROM accounts WHERE owner = $1"
+	if !inReadOnly(constant) {
+		t.Fatalf("a string constant is not seen in read-only memory (mappings %x)", readOnly)
+	}
+	if inReadOnly(strings.Clone(constant)) {
+		t.Error("a heap string is taken for read-only memory")
+	}
+	buf := []byte(constant)
+	buf[0] = 's' // written to, so the compiler cannot share the constant's bytes
+	if inReadOnly(unsafe.String(&buf[0], len(buf))) {
+		t.Error("a string over a byte slice is taken for read-only memory")
+	}
+	if inReadOnly("") {
+		t.Error("an empty string is taken for read-only memory")
+	}
 }

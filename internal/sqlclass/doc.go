@@ -1,10 +1,11 @@
 // Package sqlclass decides whether a SQL string is provably read-only, so the
 // router may send it to a PostgreSQL hot-standby replica.
 //
-// The single entry point is [IsReadOnly]. It is called on every Query and
-// QueryRow, so it lexes the query in one linear pass (two in a rare case, see
-// below), allocates nothing and never panics. It is safe for concurrent use:
-// it keeps no state between calls.
+// [IsReadOnly] lexes a query in one linear pass (two in a rare case, see
+// below), allocates nothing, never panics and keeps no state. [Classify], what
+// the router calls on every Query and QueryRow, gives the same answer from a
+// lock-free cache of the statements it has seen, so a repeated statement is
+// not lexed again. Both are safe for concurrent use.
 //
 // # How a query is read
 //

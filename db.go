@@ -1,0 +1,273 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DB is a replication-aware handle that stands where a *sql.DB stood: one
+// primary and zero or more replicas behind the *sql.DB method set. Reads go
+// to replicas, writes and transactions to the primary, and background probes
+// follow the real primary through a failover. See the package documentation
+// for the rules.
+//
+// A DB is safe for concurrent use by multiple goroutines. Close it when done:
+// that stops the probes and closes the handles Open opened.
+type DB struct {
+	// Locks. DB.mu protects the health state (hs and every node's h) and the
+	// publishing of routing tables; node.probeMu serializes the probes of
+	// one node; Session.mu protects one session; a Stmt's per-node channels
+	// serialize preparing it there. None is taken while another is held,
+	// except the event queue's lock (emitter.mu, a leaf), taken under DB.mu
+	// so that events queue in the order the state changed. No lock is held
+	// while a statement runs, a probe waits on the network (probeMu aside),
+	// or a hook or logger is called. The hot path takes no lock at all: it
+	// reads the routing table with one atomic load.
+	table        atomic.Pointer[table] // the routing table; replaced whole, never mutated
+	lastProbeAll atomic.Int64          // unix nanoseconds of the last probeAllNow
+	closed       atomic.Bool
+
+	cfg    config
+	nodes  []*node // [0] is the node configured as primary
+	byName map[string]*node
+	owned  bool // Open opened the handles, so Close closes them
+	events emitter
+
+	ctx    context.Context // ends when Close is called
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the probe loops
+
+	closeOnce sync.Once
+	closeErr  error
+
+	mu sync.Mutex // protects following fields, the nodes' health, and publishing tables
+	hs healthState
+}
+
+// Open opens a handle per DSN with sql.Open(driverName, dsn) and returns a DB
+// over them; Close closes them. Names default to host:port/dbname read from
+// each DSN. On any error every handle opened so far is closed again.
+func Open(driverName, primaryDSN string, replicaDSNs []string, opts ...Option) (*DB, error) {
+	if driverName == "" {
+		return nil, badArg("Open: empty driver name")
+	}
+	if !slices.Contains(sql.Drivers(), driverName) {
+		return nil, fmt.Errorf("%w: Open: unknown driver %q (forgotten import?); registered: %v",
+			ErrInvalidArgument, driverName, sql.Drivers())
+	}
+	if primaryDSN == "" {
+		return nil, badArg("Open: empty primary DSN")
+	}
+	dsns := append([]string{primaryDSN}, replicaDSNs...)
+	names := make([]string, len(dsns))
+	for i, dsn := range dsns {
+		if dsn == "" {
+			return nil, badArg("Open: replica DSN %d is empty", i-1)
+		}
+		names[i] = nameFromDSN(dsn, i)
+		if j := slices.Index(dsns[:i], dsn); j >= 0 {
+			return nil, badArg("Open: %s is given twice (DSNs %d and %d)", names[i], j, i)
+		}
+	}
+	handles := make([]*sql.DB, 0, len(dsns))
+	closeAll := func(err error) error {
+		for _, h := range handles {
+			err = errors.Join(err, h.Close())
+		}
+		return err
+	}
+	for i, dsn := range dsns {
+		h, err := sql.Open(driverName, dsn)
+		if err != nil {
+			return nil, closeAll(fmt.Errorf("dbrouter: Open %s: %w", names[i], err))
+		}
+		handles = append(handles, h)
+	}
+	db, err := newDB(handles, uniqueNames(names), true, opts)
+	if err != nil {
+		return nil, closeAll(err)
+	}
+	return db, nil
+}
+
+// New returns a DB over handles the caller opened. They stay the caller's:
+// Close stops the router but leaves them open. Names default to "primary",
+// "replica1", "replica2", ….
+func New(primary *sql.DB, replicas []*sql.DB, opts ...Option) (*DB, error) {
+	if primary == nil {
+		return nil, badArg("New: nil primary")
+	}
+	handles := append([]*sql.DB{primary}, replicas...)
+	names := []string{"primary"}
+	for i, r := range replicas {
+		switch j := slices.Index(handles, r); {
+		case r == nil:
+			return nil, badArg("New: replica %d is nil", i)
+		case j == 0:
+			return nil, badArg("New: replica %d is the primary handle", i)
+		case j < i+1:
+			return nil, badArg("New: replicas %d and %d are the same handle", j-1, i)
+		}
+		names = append(names, fmt.Sprintf("replica%d", i+1))
+	}
+	return newDB(handles, names, false, opts)
+}
+
+// newDB returns a DB over handles (the primary first) named names, after
+// applying and validating opts, and starts its background work.
+func newDB(handles []*sql.DB, names []string, owned bool, opts []Option) (*DB, error) {
+	cfg, err := newConfig(opts, len(handles))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.names != nil {
+		names = cfg.names
+	}
+	db := &DB{cfg: cfg, owned: owned, byName: make(map[string]*node, len(handles))}
+	for i, h := range handles {
+		n := &node{name: names[i], index: i, db: h, configured: RoleReplica, probeNow: make(chan struct{}, 1)}
+		if i == 0 {
+			n.configured = RolePrimary
+		}
+		db.nodes = append(db.nodes, n)
+		db.byName[n.name] = n
+	}
+	db.ctx, db.cancel = context.WithCancel(context.Background())
+	db.events.start(db.emit)
+	db.startHealth()
+	return db, nil
+}
+
+// Primary returns the handle of the current primary: the escape hatch for
+// what the router does not cover (COPY, LISTEN, driver-specific calls).
+// Statements run on it directly bypass routing, sessions and counters. While
+// no primary is known it returns the last known one if it is not fenced,
+// else the first node in configuration order that is not fenced (which may
+// be a replica); PrimaryContext waits for a primary instead.
+func (db *DB) Primary() *sql.DB {
+	if p := db.table.Load().primary; p != nil {
+		return p.db
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if p := db.hs.lastPrimary; p != nil && !p.h.fenced {
+		return p.db
+	}
+	for _, n := range db.nodes {
+		if !n.h.fenced {
+			return n.db
+		}
+	}
+	return db.nodes[0].db
+}
+
+// PrimaryContext returns the handle of the current primary, waiting for one
+// as writes do (WithPrimaryWait, bounded by ctx); ErrNoPrimary when none
+// became known, ErrClosed after Close.
+func (db *DB) PrimaryContext(ctx context.Context) (*sql.DB, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	p, err := db.primaryNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p.db, nil
+}
+
+// Replica returns the handle of a replica the balancer picks (it counts as a
+// pick: with RoundRobin, the next read goes to the one after it), or the
+// primary's (as Primary) when no replica is eligible.
+func (db *DB) Replica() *sql.DB {
+	t := db.table.Load()
+	if len(t.replicas) == 0 {
+		return db.Primary()
+	}
+	return db.cfg.balancer.pick(t.replicas).db
+}
+
+// Close stops the background probes and waits for them, delivers the events
+// still queued, gives back the connections the probes kept, then closes the
+// handles that Open opened (handles given to New stay open). It is
+// idempotent. Afterwards the methods that run statements (on the DB or a
+// Stmt) return ErrClosed; Status, Stats, Primary and Replica still answer.
+// Close your Stmts yourself. Do not call Close from an event hook: it waits
+// for the goroutine running the hook.
+func (db *DB) Close() error {
+	db.closeOnce.Do(func() {
+		db.closed.Store(true)
+		db.cancel()
+		db.wg.Wait()
+		db.events.stop() // after the probe loops: they queue no more
+		db.releaseProbeConns()
+		if db.owned {
+			var errs []error
+			for _, n := range db.nodes {
+				errs = append(errs, nodeErr(n, "close", n.db.Close()))
+			}
+			db.closeErr = errors.Join(errs...)
+		}
+	})
+	return db.closeErr
+}
+
+// Stats returns the database/sql statistics summed over every node.
+func (db *DB) Stats() sql.DBStats {
+	var s sql.DBStats
+	for _, n := range db.nodes {
+		ns := n.db.Stats()
+		s.MaxOpenConnections += ns.MaxOpenConnections
+		s.OpenConnections += ns.OpenConnections
+		s.InUse += ns.InUse
+		s.Idle += ns.Idle
+		s.WaitCount += ns.WaitCount
+		s.WaitDuration += ns.WaitDuration
+		s.MaxIdleClosed += ns.MaxIdleClosed
+		s.MaxIdleTimeClosed += ns.MaxIdleTimeClosed
+		s.MaxLifetimeClosed += ns.MaxLifetimeClosed
+	}
+	return s
+}
+
+// Driver returns the primary's underlying driver.
+func (db *DB) Driver() driver.Driver { return db.nodes[0].db.Driver() }
+
+// SetMaxOpenConns sets the maximum number of open connections of every node.
+// Each node keeps one of them for its probes; with a limit of 1 the probes
+// give it back and go through the pool, leaving the application its one.
+func (db *DB) SetMaxOpenConns(n int) {
+	for _, nd := range db.nodes {
+		nd.db.SetMaxOpenConns(n)
+	}
+	if n == 1 {
+		db.releaseProbeConns()
+	}
+}
+
+// SetMaxIdleConns sets the maximum number of idle connections of every node.
+func (db *DB) SetMaxIdleConns(n int) {
+	for _, nd := range db.nodes {
+		nd.db.SetMaxIdleConns(n)
+	}
+}
+
+// SetConnMaxLifetime sets the maximum lifetime of connections of every node.
+func (db *DB) SetConnMaxLifetime(d time.Duration) {
+	for _, nd := range db.nodes {
+		nd.db.SetConnMaxLifetime(d)
+	}
+}
+
+// SetConnMaxIdleTime sets the maximum idle time of connections of every node.
+func (db *DB) SetConnMaxIdleTime(d time.Duration) {
+	for _, nd := range db.nodes {
+		nd.db.SetConnMaxIdleTime(d)
+	}
+}

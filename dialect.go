@@ -1,0 +1,85 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+)
+
+// A Dialect knows how to probe a node. PostgreSQL() learns role, WAL position
+// and timeline in one round trip; Generic() only pings.
+type Dialect interface {
+	probe(ctx context.Context, q querier) probeResult
+	knowsRoles() bool
+}
+
+// querier is what a probe runs on: a *sql.Conn kept for probes, or a pool.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	PingContext(ctx context.Context) error
+}
+
+// PostgreSQL returns the dialect for PostgreSQL streaming replication (the
+// default). Any role can probe; with pg_monitor (or pg_read_all_stats) it
+// also sees the WAL receiver's state, which WithAutoPromote needs.
+func PostgreSQL() Dialect { return postgresDialect{} }
+
+// Generic returns a dialect for any driver: probes only ping, so roles stay
+// as configured and there is no failover, fencing or lag limit.
+func Generic() Dialect { return genericDialect{} }
+
+// probeResult is what one probe learned.
+type probeResult struct {
+	err        error
+	inRecovery bool
+	lsn        uint64 // current WAL position on a primary, replayed on a replica
+	timeline   uint32 // 0 when unknown
+	receiver   string // a replica's WAL receiver: "streaming", "none", "hidden", …; "" on a primary
+}
+
+type genericDialect struct{}
+
+func (genericDialect) knowsRoles() bool { return false }
+func (genericDialect) probe(ctx context.Context, q querier) probeResult {
+	return probeResult{err: q.PingContext(ctx)}
+}
+
+type postgresDialect struct{}
+
+func (postgresDialect) knowsRoles() bool { return true }
+
+// postgresProbe learns, in one round trip, whether the node is in recovery,
+// its WAL position, its timeline and the state of its WAL receiver ("none"
+// when it runs none; "hidden" when the probing role lacks pg_read_all_stats
+// and sees no details).
+//
+// The current timeline of a primary is the first 8 hex digits of its current
+// WAL file name: (pg_control_checkpoint()).timeline_id lags after a
+// promotion until the next checkpoint. A replica's is the one its receiver
+// streams, else that of its last restartpoint.
+const postgresProbe = `SELECT r,
+	(CASE WHEN r THEN COALESCE(pg_last_wal_replay_lsn(), '0/0') ELSE pg_current_wal_lsn() END - '0/0')::text,
+	CASE WHEN r THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id)
+		ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+	CASE WHEN r THEN COALESCE((SELECT COALESCE(status, 'hidden') FROM pg_stat_wal_receiver), 'none') ELSE '' END
+FROM pg_is_in_recovery() AS r`
+
+func (postgresDialect) probe(ctx context.Context, q querier) probeResult {
+	var (
+		r   probeResult
+		lsn string
+		tl  sql.NullInt64
+	)
+	r.err = q.QueryRowContext(ctx, postgresProbe).Scan(&r.inRecovery, &lsn, &tl, &r.receiver)
+	if r.err != nil {
+		return r
+	}
+	v, err := strconv.ParseUint(lsn, 10, 64)
+	if err != nil {
+		r.err = fmt.Errorf("probe: bad WAL position %q: %w", lsn, err)
+		return r
+	}
+	r.lsn, r.timeline = v, uint32(tl.Int64)
+	return r
+}

@@ -1,0 +1,103 @@
+package dbrouter
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/dbrouter/dbrouter/internal/fakedriver"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMisroutedReadRunsAgainOnPrimary(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNodes(t, 1)
+	f.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+		if op == fakedriver.OpQuery && strings.Contains(q, "my_volatile") {
+			return fakedriver.ReadOnlyError()
+		}
+		return nil
+	})
+	db := f.router(t)
+	assert.Equal(t, "primary", served(t, db, ctx, "SELECT my_volatile()"))
+	assert.Equal(t, "primary", firstRow(t, db, ctx, "SELECT my_volatile()"))
+
+	st := db.Status()
+	r, _ := st.Node("replica1")
+	assert.Equal(t, uint64(2), r.Misroutes)
+	assert.Equal(t, uint64(2), r.Errors)
+	p, _ := st.Node("primary")
+	assert.Equal(t, uint64(2), p.Reads)
+	// Other reads still go to the replica.
+	assert.Equal(t, "replica1", served(t, db, ctx, "SELECT 1"))
+}
+
+func TestReadRetriedOnceOnConnectionError(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNodes(t, 2)
+	db := f.router(t, withoutBackground())
+	f.conns[1].SetDown(true) // the router does not probe it: the errors alone must not mark it down
+	for range 6 {
+		n := served(t, db, ctx, "SELECT 1")
+		assert.NotEqual(t, "replica1", n)
+	}
+	r1, _ := db.Status().Node("replica1")
+	assert.Equal(t, uint64(3), r1.Retries)
+	assert.Equal(t, uint64(3), r1.Errors)
+
+	// Both replicas and then the retry target failing: the error names the node.
+	f.conns[2].SetDown(true)
+	f.conns[0].SetDown(true)
+	_, err := db.QueryContext(ctx, "SELECT 1")
+	var ne *NodeError
+	require.ErrorAs(t, err, &ne)
+	assert.Contains(t, []string{"primary", "replica1", "replica2"}, ne.Node)
+}
+
+func TestWritesAreNeverRetried(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNodes(t, 1)
+	db := f.router(t)
+	f.conns[0].SetHook(func(_ context.Context, op fakedriver.Op, _ string) error {
+		if op == fakedriver.OpExec || op == fakedriver.OpQuery {
+			return fakedriver.AdminShutdownError()
+		}
+		return nil
+	})
+	_, err := db.ExecContext(ctx, "UPDATE t SET a = 1")
+	var ne *NodeError
+	require.ErrorAs(t, err, &ne)
+	assert.Equal(t, "primary", ne.Node)
+	assert.Equal(t, "exec", ne.Op)
+	assert.Equal(t, "57P01", sqlState(err))
+	err = db.QueryRowContext(ctx, "INSERT INTO t VALUES (1) RETURNING 1").Scan(new(string))
+	assert.Equal(t, "57P01", sqlState(err))
+	assert.Equal(t, 1, f.conns[0].Count(fakedriver.OpExec))
+	assert.Equal(t, 0, f.conns[1].Count(fakedriver.OpExec)+f.conns[1].Count(fakedriver.OpQuery))
+}
+
+func TestForcedPrimaryReadIsNotRetriedOnAReplica(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNodes(t, 1)
+	db := f.router(t, withoutBackground(), WithRouter(func(_ context.Context, q string, _ bool) Target {
+		switch q {
+		case "SELECT billing":
+			return Primary
+		case "SELECT named":
+			return NodeNamed("primary")
+		}
+		return Default
+	}))
+	f.conns[0].SetDown(true)
+	for _, tc := range []struct {
+		ctx   context.Context
+		query string
+	}{{UsePrimary(ctx), "SELECT 1"}, {ctx, "SELECT billing"}, {ctx, "SELECT named"}} {
+		err := db.QueryRowContext(tc.ctx, tc.query).Scan(new(string))
+		assert.Error(t, err, "a read demanded of the primary must not come from a replica")
+		_, err = db.QueryContext(tc.ctx, tc.query)
+		assert.Error(t, err)
+	}
+	assert.Zero(t, f.conns[1].Count(fakedriver.OpQuery))
+}

@@ -1,0 +1,284 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql/driver"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dbrouter/dbrouter/internal/fakedriver"
+	"github.com/dbrouter/dbrouter/internal/testwait"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestFollowsPromotionAndFencesTheOldPrimary(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2)
+	// The primary crashes; replica1 is promoted (timeline 2); replica2 still
+	// follows the dead primary on timeline 1.
+	pc.pg[0].fail.Store(true)
+	pc.pg[2].streaming.Store(false)
+	pc.probe()
+	pc.probe()
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.probe()
+
+	s := pc.db.Status()
+	assert.Equal(t, "replica1", s.Primary)
+	r2 := nodeStatus(t, pc.db, "replica2")
+	assert.True(t, r2.StaleTimeline, "a replica on an older timeline holds none of the new writes")
+	assert.False(t, r2.Readable)
+	for range 5 {
+		assert.Equal(t, "replica1", served(t, pc.db, ctx, "SELECT 1"), "no eligible replica: reads use the new primary")
+	}
+	_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	assert.Equal(t, 1, pc.conns[1].Count(fakedriver.OpExec))
+
+	// The old primary returns as a primary on its old timeline: fenced.
+	for _, c := range pc.conns {
+		c.Reset()
+		c.SetRecord(true)
+	}
+	pc.pg[0].fail.Store(false)
+	pc.probe()
+	p := nodeStatus(t, pc.db, "primary")
+	assert.Equal(t, StateFenced, p.State)
+	assert.Equal(t, RolePrimary, p.Role)
+	assert.Contains(t, pc.eventKinds(), EventFenced)
+	for range 10 {
+		served(t, pc.db, ctx, "SELECT 1")
+		_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+		require.NoError(t, err)
+	}
+	assert.Zero(t, statements(pc.conns[0]), "a fenced node serves no reads and no writes")
+	assert.Equal(t, 10, statements(pc.conns[1])-10, "10 writes on the new primary, and 10 reads (no replica is eligible)")
+
+	// Re-pointed replica2 streams on timeline 2: it serves reads again.
+	pc.pg[2].timeline.Store(2)
+	pc.pg[2].streaming.Store(true)
+	pc.probe()
+	assert.True(t, nodeStatus(t, pc.db, "replica2").Readable)
+	assert.Contains(t, pc.eventKinds(), EventReplicaIncluded)
+	assert.Equal(t, "replica2", served(t, pc.db, ctx, "SELECT 1"))
+
+	// The old primary is rebuilt as a replica of the new one: unfenced.
+	pc.pg[0].inRecovery.Store(true)
+	pc.pg[0].timeline.Store(2)
+	pc.probe()
+	p = nodeStatus(t, pc.db, "primary")
+	assert.Equal(t, StateUp, p.State)
+	assert.True(t, p.Readable)
+	assert.Contains(t, pc.eventKinds(), EventUnfenced)
+	assert.Equal(t, "replica1", pc.db.Status().Primary)
+}
+
+func TestTwoPrimariesHigherTimelineWinsAtOnce(t *testing.T) {
+	pc := newPGCluster(t, 1)
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.probe()
+	assert.Equal(t, "replica1", pc.db.Status().Primary)
+	assert.Equal(t, StateFenced, nodeStatus(t, pc.db, "primary").State)
+	// The fence holds while the winner is down: the loser's data diverged.
+	pc.pg[1].fail.Store(true)
+	pc.probe()
+	pc.probe()
+	assert.Empty(t, pc.db.Status().Primary)
+	assert.Equal(t, StateFenced, nodeStatus(t, pc.db, "primary").State)
+}
+
+func TestWritesWaitForAPrimary(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1, WithPrimaryWait(time.Minute))
+	pc.pg[0].fail.Store(true)
+	pc.probe()
+	pc.probe()
+	require.Empty(t, pc.db.Status().Primary)
+
+	// A waiting write asks every node for a probe (probeAllNow) before it
+	// waits; clear the mark of the last such request to see it do so.
+	pc.db.lastProbeAll.Store(0)
+	done := make(chan error, 1)
+	go func() {
+		_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+		done <- err
+	}()
+	testwait.Until(t, 10*time.Second, "the write to ask for probes", func() bool { return pc.db.lastProbeAll.Load() != 0 })
+	select {
+	case err := <-done:
+		t.Fatalf("the write did not wait for a primary: %v", err)
+	default: // it waits: nothing can end the wait but a primary, or a minute
+	}
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.probe()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write did not proceed once a primary was known")
+	}
+	assert.Equal(t, 1, pc.conns[1].Count(fakedriver.OpExec))
+
+	t.Run("bounded by the context", func(t *testing.T) {
+		pc := newPGCluster(t, 1, WithPrimaryWait(time.Minute))
+		pc.pg[0].fail.Store(true)
+		pc.probe()
+		pc.probe()
+		cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		began := time.Now()
+		_, err := pc.db.ExecContext(cctx, "INSERT INTO t VALUES (1)")
+		assert.ErrorIs(t, err, ErrNoPrimary)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Less(t, time.Since(began), 5*time.Second)
+		_, err = pc.db.BeginTx(cctx, nil)
+		assert.ErrorIs(t, err, ErrNoPrimary)
+	})
+	t.Run("bounded by the option", func(t *testing.T) {
+		pc := newPGCluster(t, 1, WithPrimaryWait(20*time.Millisecond))
+		pc.pg[0].fail.Store(true)
+		pc.probe()
+		pc.probe()
+		_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+		assert.ErrorIs(t, err, ErrNoPrimary)
+		_, err = pc.db.Conn(ctx)
+		assert.ErrorIs(t, err, ErrNoPrimary)
+		assert.ErrorIs(t, pc.db.QueryRowContext(ctx, "INSERT INTO t VALUES (1) RETURNING 1").Scan(new(int)), ErrNoPrimary)
+	})
+}
+
+func TestAutoPromote(t *testing.T) {
+	crash := func(t *testing.T, opts ...Option) *pgCluster {
+		pc := newPGCluster(t, 2, opts...)
+		pc.pg[1].lsn.Store(900)
+		pc.pg[2].lsn.Store(1000)
+		pc.pg[0].fail.Store(true)
+		pc.probe()
+		pc.probe()
+		require.Empty(t, pc.db.Status().Primary)
+		return pc
+	}
+	t.Run("promotes the most advanced replica once the replicas agree", func(t *testing.T) {
+		pc := crash(t, WithAutoPromote(5*time.Second))
+		pc.pg[1].streaming.Store(false)
+		pc.pg[2].streaming.Store(false)
+		pc.clock.advance(4 * time.Second)
+		pc.probe()
+		assert.Zero(t, pc.pg[2].promotes.Load(), "not before the configured time")
+		pc.clock.advance(2 * time.Second)
+		pc.probe()
+		testwait.Until(t, 10*time.Second, "promotion", func() bool { return pc.pg[2].promotes.Load() == 1 })
+		assert.Zero(t, pc.pg[1].promotes.Load())
+		testwait.Until(t, 10*time.Second, "promotion finished", func() bool {
+			pc.db.mu.Lock()
+			defer pc.db.mu.Unlock()
+			return !pc.db.hs.promoting
+		})
+		pc.probe()
+		assert.Equal(t, "replica2", pc.db.Status().Primary)
+		assert.Contains(t, pc.eventKinds(), EventPromoted)
+	})
+	t.Run("no promotion while a replica still streams", func(t *testing.T) {
+		pc := crash(t, WithAutoPromote(time.Second))
+		pc.pg[2].streaming.Store(false) // replica1 still streams from the primary: only we lost it
+		for range 5 {
+			pc.clock.advance(time.Second)
+			pc.probe()
+		}
+		assert.Zero(t, pc.pg[1].promotes.Load()+pc.pg[2].promotes.Load())
+		assert.Empty(t, pc.db.Status().Primary)
+	})
+	t.Run("no promotion when the receiver state is hidden from the probing role", func(t *testing.T) {
+		pc := crash(t, WithAutoPromote(time.Second))
+		pc.pg[1].streaming.Store(false)
+		pc.pg[2].streaming.Store(false)
+		pc.pg[1].hidden.Store(true)
+		for range 5 {
+			pc.clock.advance(time.Second)
+			pc.probe()
+		}
+		assert.Zero(t, pc.pg[1].promotes.Load()+pc.pg[2].promotes.Load())
+		assert.Equal(t, "hidden", nodeStatus(t, pc.db, "replica1").WALReceiver)
+	})
+	t.Run("off by default", func(t *testing.T) {
+		pc := crash(t)
+		pc.pg[1].streaming.Store(false)
+		pc.pg[2].streaming.Store(false)
+		pc.clock.advance(time.Hour)
+		pc.probe()
+		assert.Zero(t, pc.pg[1].promotes.Load()+pc.pg[2].promotes.Load())
+	})
+}
+
+func TestAutoPromoteNeverPicksAStaleReplica(t *testing.T) {
+	pc := newPGCluster(t, 3, WithAutoPromote(time.Second))
+	// First failover: replica1 becomes primary on timeline 2; replica3
+	// follows it; replica2 is never re-pointed and stays on timeline 1, with
+	// the highest replayed position of the two (its old timeline's WAL).
+	pc.pg[0].fail.Store(true)
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.pg[1].lsn.Store(5000)
+	pc.pg[2].streaming.Store(false)
+	pc.pg[2].lsn.Store(9000)
+	pc.pg[3].timeline.Store(2)
+	pc.pg[3].lsn.Store(4000)
+	pc.probe()
+	pc.probe()
+	require.Equal(t, "replica1", pc.db.Status().Primary)
+	require.True(t, nodeStatus(t, pc.db, "replica2").StaleTimeline)
+	require.False(t, nodeStatus(t, pc.db, "replica3").StaleTimeline)
+	// Then the new primary dies too; replica3's stream stops (its vote).
+	pc.pg[1].fail.Store(true)
+	pc.pg[3].streaming.Store(false)
+	for range 5 {
+		pc.clock.advance(time.Second)
+		pc.probe()
+	}
+	testwait.Until(t, 10*time.Second, "a promotion", func() bool { return pc.pg[3].promotes.Load() == 1 })
+	assert.Zero(t, pc.pg[2].promotes.Load(), "a replica on an older timeline is never promoted, however far it replayed")
+}
+
+func TestAutoPromoteNeedsAVoteFromAReplicaThatStreamed(t *testing.T) {
+	// An archive-fed replica never streams: its "not streaming" proves
+	// nothing about the primary.
+	pc := newPGClusterSetup(t, 1, func(pg []*fakePG) { pg[1].streaming.Store(false) }, WithAutoPromote(time.Second))
+	pc.pg[0].fail.Store(true)
+	for range 5 {
+		pc.clock.advance(time.Second)
+		pc.probe()
+	}
+	assert.Zero(t, pc.pg[1].promotes.Load())
+}
+
+func TestAutoPromoteOnceEvenIfThePromotedNodeVanishes(t *testing.T) {
+	pc := newPGCluster(t, 2, WithAutoPromote(5*time.Second), WithFailureThreshold(1))
+	r1 := pc.pg[1]
+	pc.pg[1].lsn.Store(100)
+	pc.pg[2].lsn.Store(90)
+	pc.probe()
+	pc.conns[1].SetResponder(func(q string, a []driver.NamedValue) ([]string, [][]driver.Value, error) {
+		c, r, err := r1.respond(q, a)
+		if strings.Contains(q, "pg_promote") {
+			r1.fail.Store(true) // promoted, then cut off from this router
+		}
+		return c, r, err
+	})
+	pc.pg[0].fail.Store(true)
+	pc.pg[1].streaming.Store(false)
+	pc.pg[2].streaming.Store(false)
+	pc.probe()
+	pc.clock.advance(6 * time.Second)
+	pc.probe() // promotes replica1
+	pc.probe()
+	pc.clock.advance(6 * time.Second)
+	pc.probe()
+	pc.probe()
+	assert.Equal(t, int32(1), pc.pg[1].promotes.Load())
+	assert.Zero(t, pc.pg[2].promotes.Load(), "replica1 was promoted and may well be serving: no second primary")
+}
