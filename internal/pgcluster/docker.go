@@ -140,9 +140,10 @@ type dockerNode struct {
 	n      *Node
 	script string // the container's command (sh -c)
 
-	mu     sync.Mutex // protects following fields
-	ctr    testcontainers.Container
-	paused bool
+	mu       sync.Mutex // protects following fields
+	ctr      testcontainers.Container
+	paused   bool
+	bySignal bool // paused with SIGSTOP, the engine's freezer having refused
 }
 
 var (
@@ -592,15 +593,52 @@ func (dn *dockerNode) setPaused(ctx context.Context, paused bool) error {
 	if dn.paused == paused {
 		return nil
 	}
-	if paused {
-		_, err = cli.ContainerPause(ctx, ctr.GetContainerID(), client.ContainerPauseOptions{})
-	} else {
+	switch {
+	case !paused && dn.bySignal:
+		err = dn.signalAll(ctx, ctr, "CONT")
+	case !paused:
 		_, err = cli.ContainerUnpause(ctx, ctr.GetContainerID(), client.ContainerUnpauseOptions{})
+	default:
+		// The cgroup freezer sometimes refuses ("unable to freeze") while a
+		// process is between states: try again, then stop every process
+		// with SIGSTOP instead, which hangs the server just as well.
+		for attempt := range 5 {
+			if _, err = cli.ContainerPause(ctx, ctr.GetContainerID(), client.ContainerPauseOptions{}); err == nil {
+				break
+			}
+			dn.dc.c.logf("pgcluster: docker: %s: pause attempt %d: %v", dn.n.name, attempt+1, err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+			}
+		}
+		if err != nil {
+			if err = dn.signalAll(ctx, ctr, "STOP"); err == nil {
+				dn.bySignal = true
+			}
+		}
 	}
 	if err != nil {
 		return err
 	}
 	dn.paused = paused
+	if !paused {
+		dn.bySignal = false
+	}
+	return nil
+}
+
+// signalAll sends sig to every process of the container: kill -1 reaches
+// all but the caller and PID 1 (the postmaster), so PID 1 is signalled too.
+func (dn *dockerNode) signalAll(ctx context.Context, ctr testcontainers.Container, sig string) error {
+	code, _, err := ctr.Exec(ctx, []string{"sh", "-c", "kill -" + sig + " -1; kill -" + sig + " 1"})
+	if err == nil && code != 0 {
+		err = fmt.Errorf("kill -%s exited with %d", sig, code)
+	}
+	if err != nil {
+		return fmt.Errorf("signal %s to the container's processes: %w", sig, err)
+	}
 	return nil
 }
 

@@ -190,3 +190,35 @@ func TestDockerFailedNode(t *testing.T) {
 		assert.NoError(t, c.Close())
 	})
 }
+
+// When the engine's freezer refuses, Freeze stops the container's processes
+// with SIGSTOP instead: the node must hang as a paused one does, and Thaw
+// must bring it back.
+func TestDockerFreezeBySignal(t *testing.T) {
+	requireDocker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := StartT(t, Options{Replicas: 0, Backend: BackendDocker})
+	n := c.Primary()
+	dn := n.impl.(*dockerNode)
+	db, err := n.Open()
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.PingContext(ctx))
+
+	_, ctr, err := dn.docker()
+	require.NoError(t, err)
+	require.NoError(t, dn.signalAll(ctx, ctr, "STOP"))
+	dn.mu.Lock()
+	dn.paused, dn.bySignal = true, true
+	dn.mu.Unlock()
+	qctx, qcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	err = db.QueryRowContext(qctx, "SELECT 1").Scan(new(int))
+	qcancel()
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "a node stopped by signals answered")
+
+	require.NoError(t, n.Thaw(ctx))
+	require.NoError(t, n.WaitReady(ctx))
+	var one int
+	require.NoError(t, db.QueryRowContext(ctx, "SELECT 1").Scan(&one))
+}
