@@ -327,6 +327,13 @@ func (n *Node) WaitStreaming(ctx context.Context) error {
 }
 
 func (n *Node) poll(ctx context.Context, what string, cond func(context.Context) (bool, error)) error {
+	return poll(ctx, n.name, what, cond)
+}
+
+// poll calls cond every 50ms, each call with a 5s timeout, until it reports
+// true, and gives up after two minutes or when ctx ends; the error says
+// "WHO not WHAT" and carries the last error cond returned.
+func poll(ctx context.Context, who, what string, cond func(context.Context) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	var last error
@@ -342,7 +349,7 @@ func (n *Node) poll(ctx context.Context, what string, cond func(context.Context)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("pgcluster: %s not %s: %w (last error: %v)", n.name, what, ctx.Err(), last)
+			return fmt.Errorf("pgcluster: %s not %s: %w (last error: %v)", who, what, ctx.Err(), last)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
