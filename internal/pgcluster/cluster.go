@@ -23,6 +23,9 @@
 // Every node is started with cluster_name set to its Name, so
 // current_setting('cluster_name') tells, server-side, which node served a
 // query on both backends.
+//
+// StartBouncer puts a PgBouncer (the local pgbouncer binary) in front of a
+// node of either backend; StartBouncers one in front of each node.
 package pgcluster
 
 import (
