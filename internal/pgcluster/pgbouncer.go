@@ -404,7 +404,8 @@ func (b *Bouncer) firstStart(ctx context.Context) error {
 
 // Start starts a stopped bouncer again, on the same port and with the node's
 // current address, and returns once its admin console answers. It does
-// nothing when the bouncer runs.
+// nothing when the bouncer runs, and fails when another process took the
+// port meanwhile.
 func (b *Bouncer) Start(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
