@@ -23,6 +23,9 @@
 // Every node is started with cluster_name set to its Name, so
 // current_setting('cluster_name') tells, server-side, which node served a
 // query on both backends.
+//
+// StartBouncer puts a PgBouncer (the local pgbouncer binary) in front of a
+// node of either backend; StartBouncers one in front of each node.
 package pgcluster
 
 import (
@@ -327,6 +330,13 @@ func (n *Node) WaitStreaming(ctx context.Context) error {
 }
 
 func (n *Node) poll(ctx context.Context, what string, cond func(context.Context) (bool, error)) error {
+	return poll(ctx, n.name, what, cond)
+}
+
+// poll calls cond every 50ms, each call with a 5s timeout, until it reports
+// true, and gives up after two minutes or when ctx ends; the error says
+// "WHO not WHAT" and carries the last error cond returned.
+func poll(ctx context.Context, who, what string, cond func(context.Context) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	var last error
@@ -342,7 +352,7 @@ func (n *Node) poll(ctx context.Context, what string, cond func(context.Context)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("pgcluster: %s not %s: %w (last error: %v)", n.name, what, ctx.Err(), last)
+			return fmt.Errorf("pgcluster: %s not %s: %w (last error: %v)", who, what, ctx.Err(), last)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -197,15 +197,8 @@ func startLocal(ctx context.Context, c *Cluster, opts Options) error {
 	lc := &localCluster{c: c, bin: bin}
 	c.impl = lc
 
-	uid, gid := -1, -1
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return fmt.Errorf("pgcluster: running as root, the server binaries must run as the postgres user: %w", err)
-		}
-		uid, _ = strconv.Atoi(u.Uid)
-		gid, _ = strconv.Atoi(u.Gid)
-		lc.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	if lc.cred, err = postgresCredential("the server binaries"); err != nil {
+		return err
 	}
 
 	base, err := os.MkdirTemp("", "pgcluster-")
@@ -216,7 +209,7 @@ func startLocal(ctx context.Context, c *Cluster, opts Options) error {
 	lc.base = base
 	lc.mu.Unlock()
 	if lc.cred != nil {
-		if err := os.Chown(base, uid, gid); err != nil {
+		if err := os.Chown(base, int(lc.cred.Uid), int(lc.cred.Gid)); err != nil {
 			return fmt.Errorf("pgcluster: %w", err)
 		}
 	}
@@ -262,6 +255,28 @@ func startLocal(ctx context.Context, c *Cluster, opts Options) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// postgresCredential returns the postgres user's credential when we run as
+// root (initdb and pgbouncer refuse root), nil otherwise. what names the
+// programs, for the error.
+func postgresCredential(what string) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: running as root, %s must run as the postgres user: %w", what, err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: uid of the postgres user: %w", err)
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: gid of the postgres user: %w", err)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 // localEnv returns the environment of every command: ours without PG*
