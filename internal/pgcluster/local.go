@@ -197,15 +197,8 @@ func startLocal(ctx context.Context, c *Cluster, opts Options) error {
 	lc := &localCluster{c: c, bin: bin}
 	c.impl = lc
 
-	uid, gid := -1, -1
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return fmt.Errorf("pgcluster: running as root, the server binaries must run as the postgres user: %w", err)
-		}
-		uid, _ = strconv.Atoi(u.Uid)
-		gid, _ = strconv.Atoi(u.Gid)
-		lc.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	if lc.cred, err = serverCredential(); err != nil {
+		return err
 	}
 
 	base, err := os.MkdirTemp("", "pgcluster-")
@@ -216,7 +209,7 @@ func startLocal(ctx context.Context, c *Cluster, opts Options) error {
 	lc.base = base
 	lc.mu.Unlock()
 	if lc.cred != nil {
-		if err := os.Chown(base, uid, gid); err != nil {
+		if err := os.Chown(base, int(lc.cred.Uid), int(lc.cred.Gid)); err != nil {
 			return fmt.Errorf("pgcluster: %w", err)
 		}
 	}
@@ -262,6 +255,28 @@ func startLocal(ctx context.Context, c *Cluster, opts Options) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// serverCredential returns the credential to run server binaries with: the
+// postgres user's when we are root (initdb and postgres refuse root), nil
+// (run as ourselves) otherwise.
+func serverCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: running as root, the server binaries must run as the postgres user: %w", err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: uid of postgres: %w", err)
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: gid of postgres: %w", err)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 // localEnv returns the environment of every command: ours without PG*
@@ -394,9 +409,13 @@ func (ln *localNode) run(ctx context.Context, path string, args ...string) ([]by
 }
 
 // logTail returns the last lines of the node's server log, for error messages.
-func (ln *localNode) logTail() string {
+func (ln *localNode) logTail() string { return tailOf(ln.logPath) }
+
+// tailOf returns the last lines of a log file, headed by its path, for error
+// messages; "" when it is empty or cannot be read.
+func tailOf(path string) string {
 	const maxBytes, maxLines = 8 << 10, 40
-	log := readFrom(ln.logPath, -maxBytes)
+	log := readFrom(path, -maxBytes)
 	if log == "" {
 		return ""
 	}
@@ -404,7 +423,7 @@ func (ln *localNode) logTail() string {
 	if len(lines) > maxLines {
 		lines = lines[len(lines)-maxLines:]
 	}
-	return fmt.Sprintf("\n--- tail of %s ---\n%s", ln.logPath, strings.Join(lines, "\n"))
+	return fmt.Sprintf("\n--- tail of %s ---\n%s", path, strings.Join(lines, "\n"))
 }
 
 // readFrom returns a file's content from offset off, or the last -off bytes
