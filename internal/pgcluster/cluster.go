@@ -23,6 +23,11 @@
 // Every node is started with cluster_name set to its Name, so
 // current_setting('cluster_name') tells, server-side, which node served a
 // query on both backends.
+//
+// StartPatroni starts another kind of cluster: one etcd and N Patroni
+// members (local binaries only; .ci/patroni-setup.sh installs them), for
+// tests of a discovery source that reads Patroni's GET /cluster. Its
+// members' servers also carry their names in cluster_name.
 package pgcluster
 
 import (

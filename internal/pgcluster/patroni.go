@@ -274,7 +274,7 @@ func (pc *PatroniCluster) start(ctx context.Context, etcdBin string, n int) erro
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i, m := range members {
-		wg.Go(func() { errs[i] = m.start(ctx) })
+		wg.Go(func() { errs[i] = m.firstStart(ctx) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -350,8 +350,8 @@ func (pc *PatroniCluster) chown(path string) error {
 	return nil
 }
 
-// newMember creates the next member's dir, bin dir and configuration, on
-// free ports. It does not start it.
+// newMember creates the next member's dir and bin dir and gives it free
+// ports. It neither starts it nor adds it to the cluster (firstStart does).
 func (pc *PatroniCluster) newMember() (*PatroniMember, error) {
 	pc.mu.Lock()
 	if pc.closed {
@@ -375,9 +375,6 @@ func (pc *PatroniCluster) newMember() (*PatroniMember, error) {
 	if err := m.pickPorts(); err != nil {
 		return nil, err
 	}
-	pc.mu.Lock()
-	pc.members = append(pc.members, m)
-	pc.mu.Unlock()
 	return m, nil
 }
 
@@ -532,56 +529,80 @@ func (m *PatroniMember) writeConfigLocked() error {
 	return nil
 }
 
-// start starts the member's Patroni and returns once its REST API answers.
-// When the API could not bind its port, it tries again on new ports (before
-// the member ever ran: a member keeps its ports for life).
-func (m *PatroniMember) start(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.startLocked(ctx, true)
-}
-
-// startLocked does the work of start; newPorts allows new ports after a bind
-// failure. The caller holds m.mu.
-func (m *PatroniMember) startLocked(ctx context.Context, newPorts bool) error {
-	if m.removed {
-		return fmt.Errorf("pgcluster: %s was removed", m.name)
-	}
-	if m.d != nil && !m.d.exited() {
-		return fmt.Errorf("pgcluster: %s: its Patroni is already running", m.name)
-	}
+// firstStart starts a new member's Patroni, returns once its REST API
+// answers, and only then adds the member to the cluster: its ports are final
+// by then. When the API could not bind its port, it tries again on new ports.
+// On failure it kills what it started.
+func (m *PatroniMember) firstStart(ctx context.Context) error {
 	began := time.Now()
 	var err error
 	for attempt := 1; attempt <= patroniStartAttempts; attempt++ {
-		if err = m.writeConfigLocked(); err != nil {
-			return err
-		}
 		var logOff int64
 		if fi, serr := os.Stat(m.logPath); serr == nil {
 			logOff = fi.Size()
 		}
-		m.d, err = spawnDaemon(m.pc.base, m.pc.env, m.pc.cred, m.logPath, m.pc.bin, m.configPath())
-		if err != nil {
+		var d *daemon
+		if d, err = m.spawn(); err != nil {
 			return err
 		}
-		if err = m.waitREST(ctx); err == nil {
-			m.pc.logf("%s: Patroni answers on %s in %v (PostgreSQL port %d)", m.name, m.RESTURL(), since(began), m.port)
-			return nil
+		if err = m.waitREST(ctx, d); err == nil {
+			break
 		}
-		if !newPorts || !m.d.exited() || !bindFailed(readFrom(m.logPath, logOff)) {
-			return err
+		if !d.exited() || !bindFailed(readFrom(m.logPath, logOff)) {
+			kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return errors.Join(err, killNaming(kctx, m.dir+"/"), d.kill(kctx))
 		}
 		m.pc.logf("%s: could not bind port %d, trying others", m.name, m.restPort)
-		if err := m.pickPorts(); err != nil {
+		if err = m.pickPorts(); err != nil {
 			return err
 		}
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	m.pc.mu.Lock()
+	m.pc.members = append(m.pc.members, m)
+	m.pc.mu.Unlock()
+	m.pc.logf("%s: Patroni answers on %s in %v (PostgreSQL port %d)", m.name, m.RESTURL(), since(began), m.port)
+	return nil
+}
+
+// restart starts the Patroni of a member that ran before, on its ports, and
+// returns once its REST API answers.
+func (m *PatroniMember) restart(ctx context.Context) error {
+	d, err := m.spawn()
+	if err != nil {
+		return err
+	}
+	return m.waitREST(ctx, d)
+}
+
+// spawn writes the member's configuration and starts its Patroni, unless it
+// was removed or its Patroni runs.
+func (m *PatroniMember) spawn() (*daemon, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.removed {
+		return nil, fmt.Errorf("pgcluster: %s was removed", m.name)
+	}
+	if m.d != nil && !m.d.exited() {
+		return nil, fmt.Errorf("pgcluster: %s: its Patroni is already running", m.name)
+	}
+	if err := m.writeConfigLocked(); err != nil {
+		return nil, err
+	}
+	d, err := spawnDaemon(m.pc.base, m.pc.env, m.pc.cred, m.logPath, m.pc.bin, m.configPath())
+	if err != nil {
+		return nil, err
+	}
+	m.d = d
+	return d, nil
 }
 
 // waitREST polls the member's REST API until it answers (any HTTP status
-// will do: a starting member answers 503), its Patroni exits, or ctx ends.
-func (m *PatroniMember) waitREST(ctx context.Context) error {
+// will do: a starting member answers 503), its Patroni d exits, or ctx ends.
+func (m *PatroniMember) waitREST(ctx context.Context, d *daemon) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	var last error
@@ -600,8 +621,8 @@ func (m *PatroniMember) waitREST(ctx context.Context) error {
 		}
 		last = err
 		select {
-		case <-m.d.done:
-			return fmt.Errorf("pgcluster: %s: Patroni exited (%v)%s", m.name, m.d.err, tailOf(m.logPath))
+		case <-d.done:
+			return fmt.Errorf("pgcluster: %s: Patroni exited (%v)%s", m.name, d.err, tailOf(m.logPath))
 		case <-ctx.Done():
 			return fmt.Errorf("pgcluster: %s: REST API not answering: %w (last error: %v)%s", m.name, ctx.Err(), last, tailOf(m.logPath))
 		case <-time.After(patroniPollInterval):

@@ -123,10 +123,7 @@ func (pc *PatroniCluster) Restart(ctx context.Context, name string) error {
 		return err
 	}
 	began := time.Now()
-	m.mu.Lock()
-	err = m.startLocked(ctx, false)
-	m.mu.Unlock()
-	if err != nil {
+	if err := m.restart(ctx); err != nil {
 		return fmt.Errorf("pgcluster: restart %s: %w", name, err)
 	}
 	if err := pc.waitMember(ctx, m); err != nil {
@@ -228,7 +225,7 @@ func (pc *PatroniCluster) AddMember(ctx context.Context) (*PatroniMember, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.start(ctx); err != nil {
+	if err := m.firstStart(ctx); err != nil {
 		return nil, fmt.Errorf("pgcluster: add member %s: %w", m.name, err)
 	}
 	if err := pc.waitMember(ctx, m); err != nil {
