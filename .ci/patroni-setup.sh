@@ -12,8 +12,8 @@
 #    lost), so hang tests need Patroni >= 3.0.3; the harness prefers
 #    /opt/patroni4/bin/patroni when it is there. The package is
 #    architecture-independent (_all.deb); apt-get download fetches it
-#    through a private apt configuration in /var/cache/patroni-setup, so the
-#    system's sources stay bookworm only. When trixie cannot be reached the
+#    through a private apt configuration in /var/cache/patroni-setup (removed
+#    afterwards), so the system's sources stay bookworm only. When trixie cannot be reached the
 #    script says so and goes on: the harness then runs 3.0.2.
 # 3. Makes sure no etcd or Patroni service is left running: the harness
 #    starts its own on free ports, and nothing may hold fixed ones. (The
@@ -112,6 +112,7 @@ EOF
 			"$P4_DIR/bin/patroni" --version || true
 			exit 1
 		fi
+		rm -rf "$P4_APT"
 		log "Patroni $P4_VERSION in $P4_DIR in $(elapsed "$t")"
 	fi
 fi
@@ -124,13 +125,14 @@ for svc in etcd patroni; do
 		"/etc/init.d/$svc" stop >/dev/null 2>&1 || true
 	fi
 done
-# The packages' own daemons run from their default config and data dirs
-# (the harness's run from /tmp/pgpatroni-*, which are left alone).
-strays=$(ps -eo pid=,args= | awk '
-	/[e]tcd/ && $0 !~ /pgpatroni-/ && ($2 ~ /\/etcd$/ || $2 == "etcd") { print $1 }
-	/[p]atroni/ && $0 !~ /pgpatroni-/ && $0 ~ /\/etc\/patroni/ { print $1 }')
+# The packages' own daemons: etcd as user etcd, Patroni on a config under
+# /etc/patroni. (The harness's run as postgres from /tmp/pgpatroni-* dirs
+# and are left alone, as is any other etcd.)
+strays=$(ps -eo pid=,user=,args= | awk '
+	$2 == "etcd" && $3 ~ /(^|\/)etcd$/ { print $1 }
+	$0 ~ /[p]atroni/ && $0 ~ /\/etc\/patroni\// { print $1 }')
 if [ -n "$strays" ]; then
-	log "stopping etcd/Patroni left running by the install: $strays"
+	log "stopping etcd/Patroni services left running by the install: $strays"
 	kill $strays 2>/dev/null || true
 fi
 
