@@ -62,11 +62,11 @@ var ErrNoPatroni = errors.New("pgcluster: Patroni or etcd not installed: run .ci
 
 // Timings of the harness.
 const (
-	patroniPollInterval   = 50 * time.Millisecond // how often a wait asks /cluster or a server again
-	patroniRequestTimeout = 2 * time.Second       // one REST or etcd request; a frozen Patroni never answers
-	patroniQueryTimeout   = 2 * time.Second       // one query of a wait
-	patroniStopTimeout    = 60 * time.Second      // a clean Patroni stop (RemoveMember)
-	patroniStartAttempts  = 5                     // a member tries new ports when its REST API could not bind
+	patroniPollInterval   = 100 * time.Millisecond // how often a wait asks /cluster or a server again
+	patroniRequestTimeout = 2 * time.Second        // one REST or etcd request; a frozen Patroni never answers
+	patroniQueryTimeout   = 2 * time.Second        // one query of a wait
+	patroniStopTimeout    = 60 * time.Second       // a clean Patroni stop (RemoveMember)
+	patroniStartAttempts  = 5                      // a member tries new ports when its REST API could not bind
 )
 
 // PatroniOptions configure StartPatroni.
@@ -123,11 +123,12 @@ func timingFor(major int) patroniTiming {
 // server it runs.
 type PatroniMember struct {
 	pc       *PatroniCluster
-	name     string // also its cluster_name setting
-	port     int    // PostgreSQL, on 127.0.0.1
-	restPort int    // Patroni's REST API, on 127.0.0.1
-	dir      string // base/NAME
-	logPath  string // base/NAME.log
+	name     string  // also its cluster_name setting
+	port     int     // PostgreSQL, on 127.0.0.1
+	restPort int     // Patroni's REST API, on 127.0.0.1
+	dir      string  // base/NAME
+	logPath  string  // base/NAME.log
+	db       *sql.DB // for Exec and QueryRow (and the waits), set before the member joins the cluster
 
 	mu      sync.Mutex // protects following fields
 	d       *daemon    // its running Patroni; nil before it starts and after Kill or RemoveMember
@@ -470,6 +471,9 @@ func (m *PatroniMember) configLocked() map[string]any {
 				"loop_wait":               pc.timing.loopWait,
 				"retry_timeout":           pc.timing.retryTimeout,
 				"maximum_lag_on_failover": 1 << 20,
+				// Patroni 4 keeps a vanished member's slot for 30 min by
+				// default; a removed member must not stream again.
+				"member_slots_ttl": 0,
 				"postgresql": map[string]any{
 					"use_pg_rewind": true,
 					"use_slots":     true,
@@ -561,6 +565,11 @@ func (m *PatroniMember) firstStart(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if m.db, err = sql.Open("pgx", m.DSN()); err != nil {
+		return fmt.Errorf("pgcluster: %s: %w", m.name, err)
+	}
+	m.db.SetMaxIdleConns(2)
+	m.db.SetConnMaxIdleTime(10 * time.Second)
 	m.pc.mu.Lock()
 	m.pc.members = append(m.pc.members, m)
 	m.pc.mu.Unlock()
@@ -741,6 +750,9 @@ func (pc *PatroniCluster) Close() error {
 	if e != nil {
 		errs = append(errs, e.d.kill(ctx))
 	}
+	for _, m := range members {
+		errs = append(errs, m.db.Close())
+	}
 	if base != "" {
 		errs = append(errs, killNaming(ctx, base+"/"))
 		for _, m := range members {
@@ -790,28 +802,20 @@ func (m *PatroniMember) DSN() string {
 // Open opens a *sql.DB on its PostgreSQL server through pgx. The caller closes it.
 func (m *PatroniMember) Open() (*sql.DB, error) { return sql.Open("pgx", m.DSN()) }
 
-// Exec runs one statement on its PostgreSQL server over a short-lived connection.
+// Exec runs one statement on its PostgreSQL server, over a small pool of
+// the harness's own (Close closes it), so that polling the cluster does not
+// fork a backend per query.
 func (m *PatroniMember) Exec(ctx context.Context, query string, args ...any) error {
-	db, err := m.Open()
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, query, args...); err != nil {
+	if _, err := m.db.ExecContext(ctx, query, args...); err != nil {
 		return fmt.Errorf("pgcluster: exec on %s: %w", m.name, err)
 	}
 	return nil
 }
 
-// QueryRow runs a one-row query on its PostgreSQL server over a short-lived
-// connection and scans the row into dest.
+// QueryRow runs a one-row query on its PostgreSQL server (over the pool that
+// Exec uses) and scans the row into dest.
 func (m *PatroniMember) QueryRow(ctx context.Context, query string, dest ...any) error {
-	db, err := m.Open()
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if err := db.QueryRowContext(ctx, query).Scan(dest...); err != nil {
+	if err := m.db.QueryRowContext(ctx, query).Scan(dest...); err != nil {
 		return fmt.Errorf("pgcluster: query on %s: %w", m.name, err)
 	}
 	return nil

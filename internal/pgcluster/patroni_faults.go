@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -238,20 +239,15 @@ func (pc *PatroniCluster) AddMember(ctx context.Context) (*PatroniMember, error)
 // RemoveMember stops the member's Patroni cleanly (which stops its server),
 // deletes its key from etcd (a stopped member's key would otherwise linger,
 // as "stopped", until its lease runs out), and returns once GET /cluster no
-// longer lists it (and, when it led, once another member leads). It stays
-// in Member but not in Members, and never starts again (but see
-// StartPostgresByHand).
+// longer lists it, a leader is named (another member, when it led) and the
+// leader dropped the member's replication slot. It stays in Member but not
+// in Members, and never starts again (but see StartPostgresByHand).
 func (pc *PatroniCluster) RemoveMember(ctx context.Context, name string) error {
 	m, err := pc.member(name)
 	if err != nil {
 		return err
 	}
 	began := time.Now()
-	wasLeader := false
-	if st, err := pc.ClusterState(ctx); err == nil {
-		l, ok := st.Leader()
-		wasLeader = ok && l.Name == name
-	}
 	m.mu.Lock()
 	if m.removed {
 		m.mu.Unlock()
@@ -289,6 +285,9 @@ func (pc *PatroniCluster) RemoveMember(ctx context.Context, name string) error {
 		if ok, err := pc.etcdExists(ctx, key); err != nil || ok {
 			return fmt.Errorf("key %s still there (%v)", key, err)
 		}
+		if len(pc.Members()) == 0 {
+			return nil // the last one: no one left to ask
+		}
 		st, err := pc.ClusterState(ctx)
 		if err != nil {
 			return err
@@ -296,15 +295,21 @@ func (pc *PatroniCluster) RemoveMember(ctx context.Context, name string) error {
 		if _, ok := st.Member(name); ok {
 			return fmt.Errorf("/cluster still lists %s", name)
 		}
+		l, ok := st.Leader()
+		if !ok {
+			return errors.New("no leader")
+		}
+		leader, err := pc.member(l.Name)
+		if err != nil {
+			return err
+		}
+		if n, err := leader.slotCount(ctx, name); err != nil || n > 0 {
+			return fmt.Errorf("leader %s still has a slot for %s (%v)", l.Name, name, err)
+		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("pgcluster: remove %s: %w", name, err)
-	}
-	if wasLeader && len(pc.Members()) > 0 {
-		if _, err := pc.WaitLeader(ctx, name); err != nil {
-			return fmt.Errorf("pgcluster: remove %s: %w", name, err)
-		}
 	}
 	pc.logf("%s: removed in %v", name, since(began))
 	return nil
@@ -313,9 +318,9 @@ func (pc *PatroniCluster) RemoveMember(ctx context.Context, name string) error {
 // StartPostgresByHand starts the PostgreSQL server of a member whose Patroni
 // does not run (a removed or killed member) with pg_ctl, outside Patroni, on
 // its port, and returns once it answers queries. A removed replica comes back
-// as a replica that cannot stream (its slot is gone): a server that still
-// answers but that a Patroni discovery source must never use again. Close
-// stops it.
+// as a replica that cannot stream (RemoveMember waited until the leader
+// dropped its slot): a server that still answers, with stale data, that a
+// Patroni discovery source must never use again. Close stops it.
 func (pc *PatroniCluster) StartPostgresByHand(ctx context.Context, name string) error {
 	m, err := pc.member(name)
 	if err != nil {

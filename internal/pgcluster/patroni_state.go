@@ -177,8 +177,9 @@ func (pc *PatroniCluster) Leader(ctx context.Context) (*PatroniMember, error) {
 
 // WaitHealthy polls until GET /cluster shows a running leader and every
 // other member whose Patroni runs (not killed, not removed) as a replica on
-// the leader's timeline whose WAL receiver streams (asked of its server:
-// Patroni 3 reports a replica "running" whether it streams or not). It fails
+// the leader's timeline whose WAL receiver streams from the leader (asked of
+// its server: Patroni 3 reports a replica "running" whether it streams or
+// not). It fails
 // at once when a member's Patroni exits, and when ctx ends.
 func (pc *PatroniCluster) WaitHealthy(ctx context.Context) error {
 	return pollCond(ctx, "healthy", func(ctx context.Context) error {
@@ -219,7 +220,7 @@ func (pc *PatroniCluster) WaitHealthy(ctx context.Context) error {
 }
 
 // streamsFrom returns nil when st shows m as a replica on leader's timeline
-// and m's WAL receiver streams.
+// and m's WAL receiver streams from leader's port.
 func (pc *PatroniCluster) streamsFrom(ctx context.Context, st PatroniState, m *PatroniMember, leader PatroniMemberState) error {
 	ms, ok := st.Member(m.name)
 	if !ok {
@@ -233,12 +234,15 @@ func (pc *PatroniCluster) streamsFrom(ctx context.Context, st PatroniState, m *P
 	}
 	qctx, cancel := context.WithTimeout(ctx, patroniQueryTimeout)
 	defer cancel()
-	var streaming bool
-	if err := m.QueryRow(qctx, "SELECT count(*) > 0 FROM pg_stat_wal_receiver WHERE status = 'streaming'", &streaming); err != nil {
+	var port int
+	if err := m.QueryRow(qctx, "SELECT coalesce(max(sender_port), 0) FROM pg_stat_wal_receiver WHERE status = 'streaming'", &port); err != nil {
 		return err
 	}
-	if !streaming {
+	if port == 0 {
 		return fmt.Errorf("%s: WAL receiver not streaming", m.name)
+	}
+	if port != leader.Port {
+		return fmt.Errorf("%s streams from port %d, leader %s is on %d", m.name, port, leader.Name, leader.Port)
 	}
 	return nil
 }
@@ -281,6 +285,17 @@ func (m *PatroniMember) acceptsWrites(ctx context.Context) error {
 	defer cancel()
 	var xid string
 	return m.QueryRow(qctx, "SELECT pg_current_xact_id()::text", &xid)
+}
+
+// slotCount returns how many replication slots named after member the
+// member's server has (Patroni names a member's slot after it).
+func (m *PatroniMember) slotCount(ctx context.Context, member string) (int, error) {
+	qctx, cancel := context.WithTimeout(ctx, patroniQueryTimeout)
+	defer cancel()
+	var n int
+	// Member names are m0, m1, ...: nothing to quote.
+	err := m.QueryRow(qctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '"+member+"'", &n)
+	return n, err
 }
 
 // waitMember polls until m leads the cluster or streams from its leader (as

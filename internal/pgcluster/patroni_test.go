@@ -132,6 +132,11 @@ func TestPatroni(t *testing.T) {
 		assert.Contains(t, pc.RESTURLs(), m.RESTURL())
 		waitPatroniRow(ctx, t, m, 1)
 		require.NoError(t, pc.WaitHealthy(ctx))
+		leader, err := pc.Leader(ctx)
+		require.NoError(t, err)
+		slots, err := leader.slotCount(ctx, m.Name())
+		require.NoError(t, err)
+		require.Equal(t, 1, slots, "leader %s has no slot for %s", leader.Name(), m.Name())
 
 		began = time.Now()
 		require.NoError(t, pc.RemoveMember(ctx, m.Name()))
@@ -142,6 +147,9 @@ func TestPatroni(t *testing.T) {
 		exists, err := pc.etcdExists(ctx, "/service/"+PatroniScope+"/members/"+m.Name())
 		require.NoError(t, err)
 		assert.False(t, exists, "key of %s still in etcd", m.Name())
+		slots, err = leader.slotCount(ctx, m.Name())
+		require.NoError(t, err)
+		assert.Zero(t, slots, "leader %s still has a slot for %s", leader.Name(), m.Name())
 		var one int
 		assert.Error(t, m.QueryRow(ctx, "SELECT 1", &one), "server of removed %s answers", m.Name())
 		assert.Error(t, pc.Restart(ctx, m.Name()), "a removed member restarted")
@@ -311,7 +319,7 @@ func restGet(ctx context.Context, m *PatroniMember, timeout time.Duration) error
 	return m.pc.getJSON(ctx, m.RESTURL()+"/cluster", &st)
 }
 
-// waitPatroni polls cond (pollCond: every 50 ms) until it returns nil, and
+// waitPatroni polls cond (pollCond: every 100 ms) until it returns nil, and
 // fails the test when ctx ends first.
 func waitPatroni(ctx context.Context, t *testing.T, what string, cond func(context.Context) error) {
 	t.Helper()
