@@ -642,6 +642,12 @@ func (m *PatroniMember) waitREST(ctx context.Context, d *daemon) error {
 // Version returns the version of Patroni in use, e.g. "4.0.7".
 func (pc *PatroniCluster) Version() string { return pc.version }
 
+// HungLeaderFixed reports whether the Patroni in use has the fix of patroni
+// PR 2689 (3.0.3): before it, with etcd3, a leader that hung past ttl takes
+// its key back when it resumes, and the writes acknowledged meanwhile by the
+// member promoted in its place are lost.
+func (pc *PatroniCluster) HungLeaderFixed() bool { return compareVersions(pc.version, "3.0.3") >= 0 }
+
 // Bin returns the patroni executable in use.
 func (pc *PatroniCluster) Bin() string { return pc.bin }
 
