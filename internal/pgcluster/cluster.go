@@ -26,6 +26,11 @@
 //
 // StartBouncer puts a PgBouncer (the local pgbouncer binary) in front of a
 // node of either backend; StartBouncers one in front of each node.
+//
+// StartPatroni starts another kind of cluster: one etcd and N Patroni
+// members (local binaries only; .ci/patroni-setup.sh installs them), for
+// tests of a discovery source that reads Patroni's GET /cluster. Its
+// members' servers also carry their names in cluster_name.
 package pgcluster
 
 import (

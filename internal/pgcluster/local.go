@@ -409,9 +409,13 @@ func (ln *localNode) run(ctx context.Context, path string, args ...string) ([]by
 }
 
 // logTail returns the last lines of the node's server log, for error messages.
-func (ln *localNode) logTail() string {
+func (ln *localNode) logTail() string { return tailOf(ln.logPath) }
+
+// tailOf returns the last lines of a log file, headed by its path, for error
+// messages; "" when it is empty or cannot be read.
+func tailOf(path string) string {
 	const maxBytes, maxLines = 8 << 10, 40
-	log := readFrom(ln.logPath, -maxBytes)
+	log := readFrom(path, -maxBytes)
 	if log == "" {
 		return ""
 	}
@@ -419,7 +423,7 @@ func (ln *localNode) logTail() string {
 	if len(lines) > maxLines {
 		lines = lines[len(lines)-maxLines:]
 	}
-	return fmt.Sprintf("\n--- tail of %s ---\n%s", ln.logPath, strings.Join(lines, "\n"))
+	return fmt.Sprintf("\n--- tail of %s ---\n%s", path, strings.Join(lines, "\n"))
 }
 
 // readFrom returns a file's content from offset off, or the last -off bytes
