@@ -469,17 +469,40 @@ func (db *DB) samplePrimaryLocked(n *node, now time.Time) {
 // in time, and reports whether that exceeds WithMaxLag. Time lag is how long
 // ago the primary first reported a WAL position beyond what n has replayed,
 // so an idle primary does not make a caught-up replica look late.
+//
+// While no primary is known the limit still holds: n is measured against
+// the last positions the primary reported (nothing commits meanwhile, so
+// the lag in time stops growing when the primary was lost) and against the
+// most advanced replica, which is at most as far as the primary got.
 func (db *DB) lagLocked(n *node, now time.Time) bool {
 	n.h.lagBytes, n.h.lagTime = 0, 0
+	if n.h.role != RoleReplica || !n.h.probed {
+		return false
+	}
 	samples := db.hs.samples
-	if len(samples) == 0 || n.h.role != RoleReplica || !n.h.probed {
+	var sampled, ref uint64 // the primary's last known position; the one n is judged by
+	if len(samples) > 0 {
+		sampled = samples[len(samples)-1].lsn
+	}
+	ref = sampled
+	if db.hs.primary == nil {
+		for _, m := range db.nodes {
+			if m.h.up && m.h.probed && m.h.role == RoleReplica {
+				ref = max(ref, m.h.lsn)
+			}
+		}
+		if !db.hs.lostAt.IsZero() && now.After(db.hs.lostAt) {
+			now = db.hs.lostAt
+		}
+	}
+	if n.h.lsn >= ref {
 		return false
 	}
-	latest := samples[len(samples)-1]
-	if n.h.lsn >= latest.lsn {
-		return false
+	n.h.lagBytes = int64(ref - n.h.lsn)
+	overBytes := db.cfg.maxLagBytes > 0 && n.h.lagBytes > db.cfg.maxLagBytes
+	if n.h.lsn >= sampled {
+		return overBytes // behind another replica only: no time to tell
 	}
-	n.h.lagBytes = int64(latest.lsn - n.h.lsn)
 	i, _ := slices.BinarySearchFunc(samples, n.h.lsn, func(s lsnSample, lsn uint64) int {
 		if s.lsn <= lsn {
 			return -1
@@ -491,6 +514,5 @@ func (db *DB) lagLocked(n *node, now time.Time) bool {
 	// since this DB started): the lag in time is at least lagTime, maybe far
 	// more. With a time limit, keep it out until it is within the history.
 	unknown := i == 0
-	return db.cfg.maxLagBytes > 0 && n.h.lagBytes > db.cfg.maxLagBytes ||
-		db.cfg.maxLagTime > 0 && (unknown || n.h.lagTime > db.cfg.maxLagTime)
+	return overBytes || db.cfg.maxLagTime > 0 && (unknown || n.h.lagTime > db.cfg.maxLagTime)
 }

@@ -445,3 +445,35 @@ func TestSessionReadDoesNotWaitOnACancelledWriteQuery(t *testing.T) {
 	}
 	rows.Next()
 }
+
+// The lag limit holds while no primary is known: a replica far behind stays
+// out of reads during a network cut to the primary, measured against the
+// last positions known, and one slightly behind is not pushed over a time
+// limit by the time that passes while nothing can commit. (Before, losing
+// the primary cleared the positions and WithMaxLag excluded nothing.)
+func TestLagLimitsHoldWhileNoPrimaryIsKnown(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2, WithMaxLag(500<<20, 2*time.Second))
+	pc.pg[0].lsn.Store(1 << 40)
+	pc.pg[1].lsn.Store(1 << 40)
+	pc.probe()
+	pc.clock.advance(time.Second)
+	pc.pg[0].lsn.Store(1<<40 + 1000) // replica1 a second behind
+	pc.pg[2].lsn.Store(1<<40 - 600<<20)
+	pc.probe()
+	require.True(t, nodeStatus(t, pc.db, "replica2").LagExcluded)
+	require.True(t, nodeStatus(t, pc.db, "replica1").Readable)
+	pc.pg[0].fail.Store(true) // the primary is cut off
+	pc.probe()
+	pc.probe()
+	require.Empty(t, pc.db.Status().Primary)
+	pc.clock.advance(time.Minute)
+	pc.probe()
+	r2 := nodeStatus(t, pc.db, "replica2")
+	assert.True(t, r2.LagExcluded, "the replica 600 MB behind serves reads: %+v", r2)
+	assert.Equal(t, int64(600<<20+1000), r2.LagBytes)
+	assert.True(t, nodeStatus(t, pc.db, "replica1").Readable, "a minute without a primary is not a minute of lag")
+	for range 6 {
+		assert.Equal(t, "replica1", served(t, pc.db, ctx, "SELECT 1"))
+	}
+}

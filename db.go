@@ -132,7 +132,7 @@ func newDB(handles []*sql.DB, names []string, owned bool, opts []Option) (*DB, e
 	}
 	db := &DB{cfg: cfg, owned: owned, byName: make(map[string]*node, len(handles))}
 	for i, h := range handles {
-		n := &node{name: names[i], index: i, db: h, configured: RoleReplica, probeNow: make(chan struct{}, 1)}
+		n := &node{name: names[i], index: i, db: h, probes: probePool(h), configured: RoleReplica, probeNow: make(chan struct{}, 1)}
 		if i == 0 {
 			n.configured = RolePrimary
 		}
@@ -194,8 +194,8 @@ func (db *DB) Replica() *sql.DB {
 }
 
 // Close stops the background probes and waits for them, delivers the events
-// still queued, gives back the connections the probes kept, then closes the
-// handles that Open opened (handles given to New stay open). It is
+// still queued, closes the probes' own connections, then closes the handles
+// that Open opened (handles given to New stay open). It is
 // idempotent. Afterwards the methods that run statements (on the DB or a
 // Stmt) return ErrClosed; Status, Stats, Primary and Replica still answer.
 // Close your Stmts yourself. Do not call Close from an event hook: it waits
@@ -206,14 +206,16 @@ func (db *DB) Close() error {
 		db.cancel()
 		db.wg.Wait()
 		db.events.stop() // after the probe loops: they queue no more
-		db.releaseProbeConns()
-		if db.owned {
-			var errs []error
-			for _, n := range db.nodes {
+		var errs []error
+		for _, n := range db.nodes {
+			if n.probes != n.db {
+				errs = append(errs, nodeErr(n, "close", n.probes.Close()))
+			}
+			if db.owned {
 				errs = append(errs, nodeErr(n, "close", n.db.Close()))
 			}
-			db.closeErr = errors.Join(errs...)
 		}
+		db.closeErr = errors.Join(errs...)
 	})
 	return db.closeErr
 }
@@ -239,15 +241,12 @@ func (db *DB) Stats() sql.DBStats {
 // Driver returns the primary's underlying driver.
 func (db *DB) Driver() driver.Driver { return db.nodes[0].db.Driver() }
 
-// SetMaxOpenConns sets the maximum number of open connections of every node.
-// Each node keeps one of them for its probes; with a limit of 1 the probes
-// give it back and go through the pool, leaving the application its one.
+// SetMaxOpenConns sets the maximum number of open connections of every
+// node's pool. The probes are not counted: each node has one more
+// connection, the probes' own, outside the pool.
 func (db *DB) SetMaxOpenConns(n int) {
 	for _, nd := range db.nodes {
 		nd.db.SetMaxOpenConns(n)
-	}
-	if n == 1 {
-		db.releaseProbeConns()
 	}
 }
 

@@ -34,7 +34,8 @@ type probeResult struct {
 	err        error
 	inRecovery bool
 	lsn        uint64 // current WAL position on a primary, replayed on a replica
-	timeline   uint32 // 0 when unknown
+	timeline   uint32 // a primary's current timeline; the one a replica's receiver streams; 0 when unknown
+	restartTL  uint32 // a replica's last restartpoint's timeline (a lower bound of its own); 0 on a primary
 	receiver   string // a replica's WAL receiver: "streaming", "none", "hidden", …; "" on a primary
 }
 
@@ -57,21 +58,24 @@ func (postgresDialect) knowsRoles() bool { return true }
 // The current timeline of a primary is the first 8 hex digits of its current
 // WAL file name: (pg_control_checkpoint()).timeline_id lags after a
 // promotion until the next checkpoint. A replica's is the one its receiver
-// streams, else that of its last restartpoint.
+// streams (NULL when it streams nothing, or the role may not see it); the
+// timeline of its last restartpoint comes beside it, a lower bound that
+// stays old for up to checkpoint_timeout after a promotion.
 const postgresProbe = `SELECT r,
 	(CASE WHEN r THEN COALESCE(pg_last_wal_replay_lsn(), '0/0') ELSE pg_current_wal_lsn() END - '0/0')::text,
-	CASE WHEN r THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id)
+	CASE WHEN r THEN (SELECT received_tli FROM pg_stat_wal_receiver)
 		ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+	CASE WHEN r THEN (pg_control_checkpoint()).timeline_id ELSE 0 END,
 	CASE WHEN r THEN COALESCE((SELECT COALESCE(status, 'hidden') FROM pg_stat_wal_receiver), 'none') ELSE '' END
 FROM pg_is_in_recovery() AS r`
 
 func (postgresDialect) probe(ctx context.Context, q querier) probeResult {
 	var (
-		r   probeResult
-		lsn string
-		tl  sql.NullInt64
+		r         probeResult
+		lsn       string
+		tl, cptTL sql.NullInt64
 	)
-	r.err = q.QueryRowContext(ctx, postgresProbe).Scan(&r.inRecovery, &lsn, &tl, &r.receiver)
+	r.err = q.QueryRowContext(ctx, postgresProbe).Scan(&r.inRecovery, &lsn, &tl, &cptTL, &r.receiver)
 	if r.err != nil {
 		return r
 	}
@@ -80,6 +84,6 @@ func (postgresDialect) probe(ctx context.Context, q querier) probeResult {
 		r.err = fmt.Errorf("probe: bad WAL position %q: %w", lsn, err)
 		return r
 	}
-	r.lsn, r.timeline = v, uint32(tl.Int64)
+	r.lsn, r.timeline, r.restartTL = v, uint32(tl.Int64), uint32(cptTL.Int64)
 	return r
 }

@@ -15,10 +15,13 @@ import (
 // The primary is the node that reports not being in recovery. When two do
 // (an old primary came back after a promotion) the higher timeline wins and
 // the other is fenced: no reads, no writes, until it reports being in
-// recovery. The highest timeline seen is remembered, so a fenced node stays
-// fenced even while the winner is down. Replicas on an older timeline than
-// the primary's (not re-pointed yet, or following a fenced node) serve no
-// reads.
+// recovery. The highest timeline seen on any node, replicas included, is
+// remembered: a node that reports being a primary on a lower one is fenced,
+// even while the winner is down or out of the router's reach (a replica
+// streaming timeline 2 proves a promotion happened). Replicas on an older
+// timeline than the primary's (not re-pointed yet, or following a fenced
+// node) serve no reads; while no primary is known, that judgement stands as
+// it was, since a primary that is gone cannot be compared with.
 func (db *DB) rebuildLocked(now time.Time) []Event {
 	var events []Event
 	hs := &db.hs
@@ -27,15 +30,20 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 	var primary *node
 	if roles {
 		for _, n := range db.nodes {
-			if n.h.up && n.h.role == RolePrimary && n.h.timeline > hs.maxTimeline {
+			if n.h.up && n.h.probed && n.h.timeline > hs.maxTimeline {
 				hs.maxTimeline = n.h.timeline
 			}
 		}
 		for _, n := range db.nodes {
-			if !n.h.up || n.h.role != RolePrimary || n.h.timeline < hs.maxTimeline {
+			if !n.h.up || n.h.role != RolePrimary || n.h.probed && n.h.timeline < hs.maxTimeline {
 				continue
 			}
-			if primary == nil || n == hs.primary {
+			// A node probed as primary beats one only configured as such,
+			// and the current primary keeps its place among equals.
+			switch {
+			case primary == nil, n.h.probed && !primary.h.probed:
+				primary = n
+			case n == hs.primary && n.h.probed == primary.h.probed:
 				primary = n
 			}
 		}
@@ -61,17 +69,21 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 			prev = hs.primary.name
 		}
 		if primary == nil {
+			// The samples stay: the lag limit goes on judging replicas by
+			// the last positions known until a primary is known again.
 			hs.lostAt = now
 			events = append(events, db.event(EventNoPrimary, hs.primary, now, "", nil))
 		} else {
 			events = append(events, db.event(EventPrimaryChanged, primary, now, prev, nil))
+			if primary != hs.lastPrimary {
+				hs.samples = hs.samples[:0] // another node's WAL: positions start again
+			}
 			hs.lastPrimary = primary
 			for _, n := range db.nodes {
 				n.h.streamed = false // votes count only for streaming from this primary
 			}
 		}
 		hs.primary = primary
-		hs.samples = hs.samples[:0]
 	}
 
 	var replicas []*node
@@ -80,7 +92,17 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 			n.h.eligible = false
 			continue
 		}
-		staleTL := roles && n.h.probed && n.h.timeline != 0 && n.h.timeline < hs.maxTimeline
+		staleTL := n.h.staleTL
+		switch {
+		case !roles || !n.h.probed:
+			staleTL = false
+		case primary != nil:
+			staleTL = n.h.timeline != 0 && n.h.timeline < primary.h.timeline
+		case n.h.streamTL != 0:
+			// No primary: what it last streamed is exact, so it is
+			// behind if a newer timeline was seen anywhere.
+			staleTL = n.h.streamTL < hs.maxTimeline
+		}
 		lagged := db.lagLocked(n, now)
 		eligible := n.h.up && !n.h.fenced && n.h.role == RoleReplica && !staleTL && !lagged
 		if n.h.up && !n.h.fenced && n.h.role == RoleReplica {

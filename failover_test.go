@@ -282,3 +282,100 @@ func TestAutoPromoteOnceEvenIfThePromotedNodeVanishes(t *testing.T) {
 	assert.Equal(t, int32(1), pc.pg[1].promotes.Load())
 	assert.Zero(t, pc.pg[2].promotes.Load(), "replica1 was promoted and may well be serving: no second primary")
 }
+
+// The old primary P crashed; replica1 was promoted to timeline 2 but the
+// router cannot reach it; replica2 streams timeline 2 from it. P restarts as
+// a primary on timeline 1: a timeline seen on a replica proves it lost, so it
+// is fenced, and takes neither writes nor reads. (Before, only primaries'
+// timelines counted, and P became the write primary.)
+func TestFenceCountsReplicasTimelines(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2)
+	pc.pg[0].fail.Store(true) // P crashed
+	pc.probe()
+	pc.probe()
+	pc.pg[1].fail.Store(true) // replica1 promoted, out of the router's reach
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.pg[2].timeline.Store(2) // replica2 re-pointed: streams timeline 2
+	pc.probe()
+	pc.pg[0].fail.Store(false) // P back, a primary on timeline 1
+	pc.probe()
+	pc.probe()
+	s := pc.db.Status()
+	assert.Empty(t, s.Primary, "no node may take writes")
+	assert.Equal(t, StateFenced, nodeStatus(t, pc.db, "primary").State)
+	_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	assert.ErrorIs(t, err, ErrNoPrimary)
+	assert.Equal(t, 0, pc.conns[0].Count(fakedriver.OpExec), "a write reached the node on the old timeline")
+	assert.Equal(t, "replica2", served(t, pc.db, ctx, "SELECT 1"), "reads stay on the replica of the new timeline")
+}
+
+// A cluster on timeline 5, whose replicas' last restartpoints are on 3 and
+// 4, loses its primary: the receivers stop, and the probes only have those
+// restartpoints' timelines. The replicas streamed timeline 5 until then, so
+// they go on serving reads; they are not judged against a primary that is
+// gone. (Before, both were excluded as stale within one probe and every
+// read waited for a primary and failed.)
+func TestReplicasServeReadsWhenAPrimaryOnALaterTimelineDies(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGClusterSetup(t, 2, func(pg []*fakePG) {
+		for i, p := range pg {
+			p.timeline.Store(5)
+			if i > 0 {
+				p.restartTL.Store(uint32(2 + i)) // 3 and 4
+			}
+		}
+	})
+	require.Equal(t, uint32(5), nodeStatus(t, pc.db, "replica1").Timeline)
+	pc.pg[0].fail.Store(true) // the primary dies
+	for _, p := range pc.pg[1:] {
+		p.streaming.Store(false)
+	}
+	pc.probe()
+	pc.probe()
+	require.Empty(t, pc.db.Status().Primary)
+	for _, name := range []string{"replica1", "replica2"} {
+		r := nodeStatus(t, pc.db, name)
+		assert.True(t, r.Readable, "%s excluded: %+v", name, r)
+		assert.False(t, r.StaleTimeline, name)
+		assert.Equal(t, uint32(5), r.Timeline, "%s: the timeline it last streamed", name)
+	}
+	for range 4 {
+		assert.Contains(t, served(t, pc.db, ctx, "SELECT 1"), "replica")
+	}
+	// replica1 is promoted to timeline 6; replica2, not yet re-pointed, is
+	// behind it now, until it streams timeline 6.
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(6)
+	pc.probe()
+	assert.Equal(t, "replica1", pc.db.Status().Primary)
+	assert.True(t, nodeStatus(t, pc.db, "replica2").StaleTimeline)
+	pc.pg[2].timeline.Store(6)
+	pc.pg[2].streaming.Store(true)
+	pc.probe()
+	assert.True(t, nodeStatus(t, pc.db, "replica2").Readable)
+}
+
+// A replica left on the old timeline stays out of reads when the primary
+// of the new timeline is lost too.
+func TestAStaleReplicaStaysOutWhileNoPrimaryIsKnown(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2)
+	pc.pg[0].fail.Store(true)
+	pc.probe()
+	pc.probe()
+	pc.pg[1].inRecovery.Store(false) // replica1 promoted; replica2 left behind on 1
+	pc.pg[1].timeline.Store(2)
+	pc.pg[2].streaming.Store(false)
+	pc.probe()
+	require.True(t, nodeStatus(t, pc.db, "replica2").StaleTimeline)
+	pc.pg[1].fail.Store(true) // the new primary is lost as well
+	pc.probe()
+	pc.probe()
+	require.Empty(t, pc.db.Status().Primary)
+	assert.True(t, nodeStatus(t, pc.db, "replica2").StaleTimeline)
+	assert.False(t, nodeStatus(t, pc.db, "replica2").Readable)
+	_, err := pc.db.QueryContext(ctx, "SELECT 1")
+	assert.ErrorIs(t, err, ErrNoPrimary, "no reader left: not the stale replica")
+}

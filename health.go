@@ -125,6 +125,26 @@ func (db *DB) probeAndApply(n *node) {
 	db.apply(n, r, latency)
 }
 
+// applyTimeline records the timeline a probe reported. A primary's is exact,
+// and so is the one a replica's receiver streams. When a replica's receiver
+// stops (its primary died) or the role may not see it, the probe has only
+// its last restartpoint's timeline, which stays old for up to
+// checkpoint_timeout after a promotion; the timeline the receiver last
+// streamed is kept instead, since a replica gets no WAL of another timeline
+// without a receiver. (Judging it by the old restartpoint made every
+// replica of a cluster on timeline 2 or later look stale the moment its
+// primary died.)
+func (h *nodeHealth) applyTimeline(role Role, r probeResult) {
+	switch {
+	case role == RolePrimary:
+		h.timeline, h.streamTL = r.timeline, 0
+	case r.timeline != 0:
+		h.timeline, h.streamTL = r.timeline, r.timeline
+	default:
+		h.timeline = max(h.streamTL, r.restartTL)
+	}
+}
+
 // slowPrimaryAfter is how long a probe of the primary may take before the
 // other nodes are probed fast, as when it fails.
 const slowPrimaryAfter = 250 * time.Millisecond
@@ -145,56 +165,13 @@ func (db *DB) primaryIsSlow(gen uint64) {
 	}
 }
 
-// probe probes n on a connection of its own, kept between probes, so a pool
-// the application has exhausted (SetMaxOpenConns) cannot starve the probes
-// and get a healthy node marked down. A failed probe gives the connection
-// back; the next one takes a fresh connection. Pools limited to one
-// connection are probed through the pool, to leave the application its one.
+// probe probes n through its probe pool (see probePool): never through the
+// application's pool, so an application that exhausted it cannot starve the
+// probes and get a healthy node marked down.
 func (db *DB) probe(ctx context.Context, n *node) probeResult {
 	n.probeMu.Lock()
 	defer n.probeMu.Unlock()
-	if n.db.Stats().MaxOpenConnections == 1 {
-		n.dropProbeConnLocked()
-		return db.cfg.dialect.probe(ctx, n.db)
-	}
-	if time.Since(n.probeConnAt) > probeConnLifetime {
-		// Give it back now and then, so the pool's own lifetime rules (and
-		// a DNS name that moved) apply to it too.
-		n.dropProbeConnLocked()
-	}
-	if n.probeConn == nil {
-		c, err := n.db.Conn(ctx)
-		if err != nil {
-			return probeResult{err: err}
-		}
-		n.probeConn, n.probeConnAt = c, time.Now()
-	}
-	r := db.cfg.dialect.probe(ctx, n.probeConn)
-	if r.err != nil {
-		n.dropProbeConnLocked()
-	}
-	return r
-}
-
-// dropProbeConnLocked gives the connection kept for probes back to the pool,
-// if there is one. n.probeMu is held.
-func (n *node) dropProbeConnLocked() {
-	if n.probeConn != nil {
-		n.probeConn.Close()
-		n.probeConn = nil
-	}
-}
-
-// probeConnLifetime is how long probes keep one connection.
-const probeConnLifetime = time.Minute
-
-// releaseProbeConns gives the probes' connections back to their pools.
-func (db *DB) releaseProbeConns() {
-	for _, n := range db.nodes {
-		n.probeMu.Lock()
-		n.dropProbeConnLocked()
-		n.probeMu.Unlock()
-	}
+	return db.cfg.dialect.probe(ctx, n.probes)
 }
 
 // probeDelay is how long n's loop waits before its next probe.
@@ -279,7 +256,8 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 				events = append(events, db.event(EventRoleChanged, n, now, h.role.String()+" -> "+role.String(), nil))
 				h.role, h.since = role, now
 			}
-			h.lsn, h.timeline, h.receiver = r.lsn, r.timeline, r.receiver
+			h.lsn, h.receiver = r.lsn, r.receiver
+			h.applyTimeline(role, r)
 			if r.receiver == "streaming" {
 				h.streamed = true
 			}

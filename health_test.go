@@ -3,6 +3,7 @@ package dbrouter
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"testing"
 	"time"
 
@@ -151,36 +152,81 @@ func TestBackgroundProbesFollowAPromotion(t *testing.T) {
 	})
 }
 
-func TestProbesAreNotStarvedByABusyPool(t *testing.T) {
-	ctx := context.Background()
-	pc := newPGCluster(t, 1, WithProbeTimeout(500*time.Millisecond))
-	pc.db.SetMaxOpenConns(2)           // one kept by the probes, one for the application
-	tx, err := pc.db.BeginTx(ctx, nil) // the application's: the pool is full now
-	require.NoError(t, err)
-	defer tx.Rollback()
-	for range 3 {
-		pc.probe()
+// The application's pool is saturated (every connection in use, more
+// callers waiting) and a probe fails once, transiently: the next probes must
+// not queue behind the waiting callers, time out and get the healthy node
+// marked down. Before the probes had a pool of their own, the failed probe
+// gave its kept connection back, a waiting caller took it, and the node went
+// down ("primary=\"\" state=down"), writes failing with ErrNoPrimary.
+func TestSaturatedPoolNeverMarksAHealthyNodeDown(t *testing.T) {
+	for _, limit := range []int{1, 2} {
+		t.Run(fmt.Sprintf("SetMaxOpenConns(%d)", limit), func(t *testing.T) {
+			ctx := context.Background()
+			pc := newPGCluster(t, 1, WithProbeTimeout(200*time.Millisecond))
+			pc.db.SetMaxOpenConns(limit)
+			var held []*sql.Tx
+			for range limit { // the application holds every connection
+				// A deadline, so that a pool short of connections fails the
+				// test rather than hanging it; ended only by the test's end,
+				// which rolls the transaction back.
+				bctx, bcancel := context.WithTimeout(ctx, time.Minute)
+				t.Cleanup(bcancel)
+				tx, err := pc.db.BeginTx(bctx, nil)
+				require.NoError(t, err, "the application cannot have all %d connections of its pool", limit)
+				held = append(held, tx)
+			}
+			waiting, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { // and one more caller waits for a connection
+				_, err := pc.db.ExecContext(waiting, "INSERT INTO t VALUES (1)")
+				done <- err
+			}()
+			defer func() {
+				cancel()
+				<-done
+				for _, tx := range held {
+					tx.Rollback()
+				}
+			}()
+			testwait.For(t, 10*time.Second, "a caller waiting for a connection", func() (bool, error) {
+				select {
+				case err := <-done:
+					done <- err
+					return false, fmt.Errorf("the caller did not wait: %v", err)
+				default:
+				}
+				return pc.dbs[0].Stats().WaitCount > 0, nil
+			})
+			pc.pg[0].fail.Store(true) // one transient failure
+			pc.probe()
+			pc.pg[0].fail.Store(false)
+			for range 3 {
+				pc.probe()
+			}
+			p := nodeStatus(t, pc.db, "primary")
+			assert.Equal(t, StateUp, p.State, "a saturated pool made a healthy primary look down: %v", p.LastError)
+			assert.Equal(t, "primary", pc.db.Status().Primary)
+			assert.Equal(t, limit, pc.dbs[0].Stats().OpenConnections, "the probes use no connection of the application's pool")
+		})
 	}
-	p := nodeStatus(t, pc.db, "primary")
-	assert.Equal(t, StateUp, p.State, "a full pool does not make a healthy primary look down: %v", p.LastError)
-	assert.Equal(t, "primary", pc.db.Status().Primary)
 }
 
-func TestSetMaxOpenConnsOneLeavesTheApplicationItsConnection(t *testing.T) {
-	f := newFakeNodes(t, 1)
-	newFakePG(f.conns[0], false, 1)
-	newFakePG(f.conns[1], true, 1)
-	db, err := New(f.dbs[0], f.dbs[1:], WithProbeInterval(10*time.Millisecond))
+// A transaction longer than the probe timeout, on a pool limited to one
+// connection, leaves the node up.
+func TestLongTransactionOnAOneConnectionPool(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1, WithProbeTimeout(100*time.Millisecond))
+	pc.db.SetMaxOpenConns(1)
+	tx, err := pc.db.BeginTx(ctx, nil)
 	require.NoError(t, err)
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	for range 20 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
-		cancel()
-		require.NoError(t, err, "the probes must not hold the only connection")
+	defer tx.Rollback()
+	for range 4 {
+		pc.probe()
 	}
-	assert.Equal(t, "primary", db.Status().Primary)
+	assert.Equal(t, StateUp, nodeStatus(t, pc.db, "primary").State)
+	_, err = tx.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit())
 }
 
 func TestPrimaryRefusingAWriteAsksForAProbe(t *testing.T) {

@@ -122,7 +122,8 @@ type fakePG struct {
 	c          *fakedriver.Connector
 	inRecovery atomic.Bool
 	lsn        atomic.Uint64
-	timeline   atomic.Uint32
+	timeline   atomic.Uint32 // the node's own timeline
+	restartTL  atomic.Uint32 // a replica's last restartpoint's timeline; 0: its own
 	streaming  atomic.Bool
 	hidden     atomic.Bool // the receiver state is hidden from the probing role
 	lsnFail    atomic.Bool // asking for the WAL insert position fails
@@ -145,8 +146,8 @@ func (p *fakePG) respond(query string, _ []driver.NamedValue) ([]string, [][]dri
 		if p.fail.Load() {
 			return nil, nil, driver.ErrBadConn
 		}
-		return []string{"r", "lsn", "tl", "streaming"}, [][]driver.Value{{
-			p.inRecovery.Load(), strconv.FormatUint(p.lsn.Load(), 10), int64(p.timeline.Load()), p.receiver(),
+		return []string{"r", "lsn", "tl", "restart_tl", "receiver"}, [][]driver.Value{{
+			p.inRecovery.Load(), strconv.FormatUint(p.lsn.Load(), 10), p.receivedTL(), p.restartTimeline(), p.receiver(),
 		}}, nil
 	case strings.Contains(query, "pg_current_wal_insert_lsn") && p.lsnFail.Load():
 		return nil, nil, &fakedriver.Error{Code: "57014", Message: "canceling statement due to statement timeout"}
@@ -159,6 +160,25 @@ func (p *fakePG) respond(query string, _ []driver.NamedValue) ([]string, [][]dri
 		return []string{"ok"}, [][]driver.Value{{true}}, nil
 	}
 	return []string{"node"}, [][]driver.Value{{p.c.Name()}}, nil
+}
+
+// receivedTL is the timeline column of the probe: a primary's timeline, the
+// one a replica streams when the role may see it, else NULL.
+func (p *fakePG) receivedTL() driver.Value {
+	if p.inRecovery.Load() && p.receiver() != "streaming" {
+		return nil
+	}
+	return int64(p.timeline.Load())
+}
+
+func (p *fakePG) restartTimeline() driver.Value {
+	if !p.inRecovery.Load() {
+		return int64(0)
+	}
+	if tl := p.restartTL.Load(); tl != 0 {
+		return int64(tl)
+	}
+	return int64(p.timeline.Load())
 }
 
 func (p *fakePG) receiver() string {

@@ -1,10 +1,14 @@
 package dbrouter
 
 import (
+	"context"
 	"database/sql"
+	"database/sql/driver"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cenkalti/backoff/v4"
 )
@@ -72,9 +76,8 @@ type node struct {
 	configured Role
 	probeNow   chan struct{} // size 1: a coalesced request to probe at once
 
-	probeMu     sync.Mutex // serializes probes of this node; protects following fields
-	probeConn   *sql.Conn  // kept for probes; nil until the next probe takes one
-	probeConnAt time.Time  // when probeConn was taken
+	probes  *sql.DB    // the probes' own pool of one connection, see probePool
+	probeMu sync.Mutex // serializes probes of this node
 
 	h nodeHealth // protected by DB.mu
 }
@@ -88,7 +91,8 @@ type nodeHealth struct {
 	fenced   bool
 	eligible bool // serves reads now
 	lsn      uint64
-	timeline uint32
+	timeline uint32 // a primary's current one; a replica's, as well as it is known (see applyTimeline)
+	streamTL uint32 // a replica's: the last timeline its receiver was seen streaming; 0 if never
 	receiver string // WAL receiver state, see probeResult
 	streamed bool   // seen streaming since the current primary was chosen: may vote for a promotion
 	latency  time.Duration
@@ -133,3 +137,44 @@ func (n *node) askProbe() {
 	default:
 	}
 }
+
+// probePool returns a pool of one connection for the probes of the node
+// behind h, opened from the same driver.Connector as h but outside h's pool:
+// the application's use of h (SetMaxOpenConns, long transactions, a burst of
+// queries waiting for a connection) never delays a probe. Its connection is
+// replaced every probeConnLifetime, so the pool's lifetime rules (and a DNS
+// name that moved) apply to it too. Where the connector cannot be learned,
+// the probes go through h itself.
+func probePool(h *sql.DB) *sql.DB {
+	c := connectorOf(h)
+	if c == nil {
+		return h
+	}
+	p := sql.OpenDB(probeConnector{c})
+	p.SetMaxOpenConns(1)
+	p.SetMaxIdleConns(1)
+	p.SetConnMaxLifetime(probeConnLifetime)
+	return p
+}
+
+// probeConnLifetime is how long the probes keep one connection.
+const probeConnLifetime = time.Minute
+
+// connectorOf returns the driver.Connector h was opened with (sql.OpenDB's
+// argument, or what sql.Open made from its DSN), read from the unexported
+// field where database/sql keeps it; nil if this Go's database/sql keeps it
+// elsewhere.
+func connectorOf(h *sql.DB) driver.Connector {
+	f := reflect.ValueOf(h).Elem().FieldByName("connector")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[driver.Connector]() {
+		return nil
+	}
+	return *(*driver.Connector)(unsafe.Pointer(f.UnsafeAddr()))
+}
+
+// probeConnector hides the io.Closer a connector may have: closing the probe
+// pool must not close the connector the application's pool still uses.
+type probeConnector struct{ c driver.Connector }
+
+func (p probeConnector) Connect(ctx context.Context) (driver.Conn, error) { return p.c.Connect(ctx) }
+func (p probeConnector) Driver() driver.Driver                            { return p.c.Driver() }
