@@ -144,7 +144,7 @@ func (s *Session) Token() string {
 // TokenContext is Token with a context bounding the round trip that learns
 // a pending write's position.
 func (s *Session) TokenContext(ctx context.Context) string {
-	s.resolvePending(ctx, nil)
+	_ = s.resolvePending(ctx, nil) // failing that, the token says a write is pending
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var ms int64
@@ -160,6 +160,9 @@ func (s *Session) TokenContext(ctx context.Context) string {
 
 const tokenPending = "p"
 
+// maxTokenLen bounds a token: "v1." + 16 + "." + 16 + ".p" is 39 bytes.
+const maxTokenLen = 64
+
 // ResumeSession returns a session at the position a Token encoded. A token
 // it cannot parse gives an error for which errors.Is(err, ErrInvalidToken).
 //
@@ -168,8 +171,11 @@ const tokenPending = "p"
 // SessionCausal(maxWait), make them wait maxWait first). A last write in the
 // future counts as now.
 func ResumeSession(token string) (*Session, error) {
+	if len(token) > maxTokenLen {
+		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrInvalidToken, len(token), maxTokenLen)
+	}
 	parts := strings.Split(token, ".")
-	if len(parts) < 3 || len(parts) > 4 || parts[0] != tokenVersion || len(token) > 64 ||
+	if len(parts) < 3 || len(parts) > 4 || parts[0] != tokenVersion ||
 		len(parts) == 4 && parts[3] != tokenPending {
 		return nil, fmt.Errorf("%w: %.40q", ErrInvalidToken, token)
 	}
@@ -201,15 +207,16 @@ func (s *Session) advance(lsn uint64, at time.Time) {
 }
 
 // resolvePending learns the primary's WAL position for the session's
-// writes that ended since its last read: every commit that happened before
+// writes that ended since its last read, and returns the error that kept it
+// from learning it, if any: every commit that happened before
 // now is at or before the primary's position now. reader is the DB about to
 // read (nil from Token). Transactions still open stay pending (their writes
 // are not visible to anyone yet), and so do writes whose position could not
 // be learned.
-func (s *Session) resolvePending(ctx context.Context, reader *DB) {
+func (s *Session) resolvePending(ctx context.Context, reader *DB) error {
 	pending := s.pendingSnapshot()
 	if len(pending) == 0 {
-		return
+		return nil
 	}
 	db := reader
 	var ended []*pendingWrite
@@ -222,13 +229,14 @@ func (s *Session) resolvePending(ctx context.Context, reader *DB) {
 		}
 	}
 	if len(ended) == 0 || db == nil {
-		return
+		return nil
 	}
 	// One position covers every write that ended before it was read.
 	if err := db.resolveWrite(ctx, s, db.cfg.clock.now()); err != nil {
-		return
+		return err
 	}
 	s.dropPending(ended)
+	return nil
 }
 
 // txDone reports whether tx was committed or rolled back, without touching
@@ -319,11 +327,11 @@ func (db *DB) noteTx(ctx context.Context, s *Session, tx *sql.Tx) {
 }
 
 // note records write p of session s. Time mode needs no position: a
-// statement counts as written now; a transaction stays pending until it
-// ends. (Callers check for a session first, so that statements without one
+// statement counts as written now; a transaction, or a writing query whose
+// rows are open, stays pending until it ends, and its window starts then. (Callers check for a session first, so that statements without one
 // allocate nothing.)
 func (db *DB) note(s *Session, p *pendingWrite) {
-	if !db.causal() && p.tx == nil {
+	if !db.causal() && p.tx == nil && p.rows == nil {
 		s.advance(0, db.cfg.clock.now())
 		return
 	}
@@ -355,16 +363,21 @@ func (s *Session) addPending(p *pendingWrite) {
 }
 
 // sessionReplicas returns the replicas of t that may serve a read of s, or
-// usePrimary when only the primary may.
-func (db *DB) sessionReplicas(ctx context.Context, s *Session, t *table) (replicas []*node, usePrimary bool) {
-	s.resolvePending(ctx, db)
+// usePrimary when only the primary may; err when no node may (no primary
+// became known while learning the position of its writes).
+func (db *DB) sessionReplicas(ctx context.Context, s *Session, t *table) (replicas []*node, usePrimary bool, err error) {
+	if err := s.resolvePending(ctx, db); errors.Is(err, ErrNoPrimary) || errors.Is(err, ErrClosed) {
+		// Learning the position already waited for a primary: the read,
+		// which may only use the primary now, must not wait again.
+		return nil, true, err
+	}
 	s.mu.Lock()
 	need, last, pending := s.lsn, s.lastWrite, len(s.pending) > 0
 	s.mu.Unlock()
 	if pending {
 		// An open read-write transaction of this session may commit at any
 		// moment, or a write's position is unknown: read where it writes.
-		return nil, true
+		return nil, true, nil
 	}
 	if !db.causal() {
 		window := db.cfg.session.window
@@ -372,20 +385,21 @@ func (db *DB) sessionReplicas(ctx context.Context, s *Session, t *table) (replic
 			window = DefaultSessionWindow
 		}
 		if !last.IsZero() && db.cfg.clock.now().Sub(last) < window {
-			return nil, true
+			return nil, true, nil
 		}
-		return t.replicas, false
+		return t.replicas, false, nil
 	}
 	if need == 0 {
-		return t.replicas, false
+		return t.replicas, false, nil
 	}
 	if caught := caughtUp(t.replicas, need); len(caught) > 0 {
-		return caught, false
+		return caught, false, nil
 	}
 	if db.cfg.session.maxWait <= 0 || len(t.replicas) == 0 {
-		return nil, true
+		return nil, true, nil
 	}
-	return db.waitCaughtUp(ctx, t, need)
+	r, usePrimary := db.waitCaughtUp(ctx, t, need)
+	return r, usePrimary, nil
 }
 
 // caughtUp returns the replicas whose known replayed position is at least

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -476,4 +477,77 @@ func TestLagLimitsHoldWhileNoPrimaryIsKnown(t *testing.T) {
 	for range 6 {
 		assert.Equal(t, "replica1", served(t, pc.db, ctx, "SELECT 1"))
 	}
+}
+
+// An oversized token is refused before it is split: 1 MiB of dots once
+// cost 16 MB of string headers.
+func TestResumeSessionRefusesAnOversizedTokenCheaply(t *testing.T) {
+	tok := strings.Repeat(".", 1<<20)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := ResumeSession(tok)
+	runtime.ReadMemStats(&after)
+	assert.ErrorIs(t, err, ErrInvalidToken)
+	assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(64<<10), "bytes allocated to refuse it")
+}
+
+// A write whose connection failed after it was sent may have committed:
+// the session reads from the primary until the primary's position covers
+// it, though the replica has everything the session knew of. (Before, the
+// failed write was forgotten and the next read went to the replica.)
+func TestSessionRemembersAWriteOfUnknownOutcome(t *testing.T) {
+	pc, _, sctx := sessionCluster(t)
+	pc.conns[0].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+		if op == fakedriver.OpExec && q == "INSERT lost?" {
+			return fakedriver.AdminShutdownError() // the server went away mid-statement
+		}
+		return nil
+	})
+	_, err := pc.db.ExecContext(sctx, "INSERT lost?")
+	require.Error(t, err)
+	pc.pg[0].lsn.Store(200) // where the primary is once the write may have committed
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "the write may be on the primary only")
+	pc.pg[1].lsn.Store(200)
+	pc.probe()
+	assert.Equal(t, "replica1", served(t, pc.db, sctx, "SELECT 1"), "covered once the replica has the position")
+}
+
+// In time mode, a writing Query's window starts when its rows close: it
+// commits then. (Before, it started with the query, and a query whose rows
+// stayed open longer than the window left no window at all.)
+func TestTimeSessionWindowStartsWhenRowsClose(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1, WithSessionMode(SessionTime(2*time.Second)))
+	sctx := WithSession(ctx, NewSession())
+	rows, err := pc.db.QueryContext(sctx, "INSERT INTO t VALUES (1) RETURNING id")
+	require.NoError(t, err)
+	pc.clock.advance(5 * time.Second) // the rows stay open a while
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "rows open: not committed yet")
+	require.NoError(t, rows.Close())
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "the window starts at the close")
+	pc.clock.advance(2100 * time.Millisecond)
+	assert.Equal(t, "replica1", served(t, pc.db, sctx, "SELECT 1"))
+}
+
+// A session read whose writes' position must first be learned, while no
+// primary is known, waits for one primary wait in all: not one to learn the
+// position and a second to read from the primary. (Seen: 601 ms with
+// WithPrimaryWait(300ms).)
+func TestSessionReadWaitsForAPrimaryOnce(t *testing.T) {
+	const wait = time.Second
+	pc, _, sctx := sessionCluster(t)
+	_, err := pc.db.ExecContext(sctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	pc.db.cfg.primaryWait = wait
+	pc.pg[0].fail.Store(true)
+	pc.probe()
+	pc.probe()
+	require.Empty(t, pc.db.Status().Primary)
+	began := time.Now()
+	err = pc.db.QueryRowContext(sctx, "SELECT 1").Scan(new(string))
+	took := time.Since(began)
+	assert.ErrorIs(t, err, ErrNoPrimary)
+	assert.Less(t, took, 2*wait-200*time.Millisecond, "waited for a primary twice: %v", took)
+	assert.GreaterOrEqual(t, took, wait-10*time.Millisecond, "did not wait at all: %v", took)
 }

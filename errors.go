@@ -104,12 +104,26 @@ func sqlState(err error) string {
 }
 
 const (
-	stateReadOnlyTx = "25006" // read_only_sql_transaction
+	stateReadOnlyTx       = "25006" // read_only_sql_transaction
+	stateNotInPrereqState = "55000" // object_not_in_prerequisite_state: "recovery is in progress"
+	stateNotSupported     = "0A000" // feature_not_supported: "cannot access temporary or unlogged relations during recovery"
 )
 
 // isReadOnlyError reports whether err says the server refused a write
 // because it is read-only (a hot standby).
 func isReadOnlyError(err error) bool { return sqlState(err) == stateReadOnlyTx }
+
+// refusedByStandby reports whether err, from a replica, says the statement
+// can only run on a primary: a write (25006), a function that needs one,
+// such as pg_current_wal_lsn() (55000, "recovery is in progress"), or an
+// unlogged table (0A000).
+func refusedByStandby(err error) bool {
+	switch sqlState(err) {
+	case stateReadOnlyTx, stateNotInPrereqState, stateNotSupported:
+		return true
+	}
+	return false
+}
 
 // isConnError reports whether err says the connection or the server failed,
 // rather than the statement: the passive signal that triggers a probe, and

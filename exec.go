@@ -38,8 +38,9 @@ func (c *call) exec(ctx context.Context, n *node, args []any) (sql.Result, error
 }
 
 // rerouteRead decides where a failed routed read runs again: on the primary
-// when a replica refused it as a write (SQLSTATE 25006: the classifier could
-// not know, e.g. a volatile function; misroute is then true), on another
+// when a replica refused it as something only a primary can run (a write,
+// SQLSTATE 25006, the classifier could not know of, e.g. in a volatile
+// function; 55000 or 0A000, see refusedByStandby; misroute is then true), on another
 // eligible node when the connection failed before any row came back (not
 // when the node was pinned: a read demanded of the primary must not quietly
 // come from a replica). It returns nil when the read must not run again.
@@ -51,7 +52,7 @@ func (db *DB) rerouteRead(ctx context.Context, rc ctxRoute, n *node, pinned, wri
 	}
 	t := db.table.Load()
 	switch {
-	case isReadOnlyError(err) && n != t.primary:
+	case refusedByStandby(err) && n != t.primary:
 		p, perr := db.primaryNode(ctx)
 		if perr != nil || p == n {
 			return nil, false
@@ -88,6 +89,9 @@ func (db *DB) queryCall(ctx context.Context, c call, args []any) (*sql.Rows, err
 	}
 	again, misroute := db.rerouteRead(ctx, rc, n, pinned, c.write, err)
 	if again == nil {
+		if c.write && isConnError(err) {
+			db.noteWrite(rc.session) // sent, and maybe committed: its outcome is unknown
+		}
 		return nil, nodeErr(n, "query", err)
 	}
 	rows, err = c.rows(ctx, again, args)
@@ -115,6 +119,12 @@ func (db *DB) execCall(ctx context.Context, c call, args []any) (sql.Result, err
 	n.count(true, err)
 	if err != nil {
 		db.signal(n, err)
+		if isConnError(err) {
+			// The connection failed after the statement was sent, maybe
+			// after the server committed it: the session must not read
+			// from a replica until the primary's position covers it.
+			db.noteWrite(rc.session)
+		}
 		return nil, nodeErr(n, "exec", err)
 	}
 	db.noteWrite(rc.session)

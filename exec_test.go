@@ -101,3 +101,43 @@ func TestForcedPrimaryReadIsNotRetriedOnAReplica(t *testing.T) {
 	}
 	assert.Zero(t, f.conns[1].Count(fakedriver.OpQuery))
 }
+
+// What only a primary can run, refused by a replica with 55000 ("recovery is
+// in progress") or 0A000 (an unlogged table), runs once more on the primary
+// and counts as a misroute, as a 25006 does. Another error does not.
+func TestReplicaRefusalsRunOnThePrimary(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		code    string
+		onPrim  bool
+		message string
+	}{
+		{"55000", true, "recovery is in progress"},
+		{"0A000", true, "cannot access temporary or unlogged relations during recovery"},
+		{"25006", true, "cannot execute INSERT in a read-only transaction"},
+		{"42P01", false, "relation does not exist"},
+	} {
+		t.Run(tc.code, func(t *testing.T) {
+			f := newFakeNodes(t, 1)
+			f.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+				if op == fakedriver.OpQuery && q == "SELECT only_on_a_primary()" {
+					return &fakedriver.Error{Code: tc.code, Message: tc.message}
+				}
+				return nil
+			})
+			db := f.router(t)
+			var name string
+			err := db.QueryRowContext(ctx, "SELECT only_on_a_primary()").Scan(&name)
+			r, _ := db.Status().Node("replica1")
+			if !tc.onPrim {
+				var fe *fakedriver.Error
+				require.ErrorAs(t, err, &fe)
+				assert.Zero(t, r.Misroutes)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, "primary", name)
+			assert.Equal(t, uint64(1), r.Misroutes)
+		})
+	}
+}

@@ -94,7 +94,10 @@ func (db *DB) routeTo(ctx context.Context, rc ctxRoute, t *table, tg Target, wri
 		}
 		// A session must not lose its writes to the router's choice; when
 		// it overrules it, the same answer picks another reader.
-		replicas, usePrimary := db.readers(ctx, rc, t)
+		replicas, usePrimary, err := db.readers(ctx, rc, t)
+		if err != nil {
+			return nil, false, true, err
+		}
 		if !usePrimary && slices.Contains(replicas, n) {
 			return n, true, true, nil
 		}
@@ -117,18 +120,21 @@ func (db *DB) primaryNode(ctx context.Context) (*node, error) {
 // replicaNode picks an eligible replica for a read, other than avoid, or
 // falls back to the primary.
 func (db *DB) replicaNode(ctx context.Context, rc ctxRoute, t *table, avoid *node) (*node, error) {
-	replicas, usePrimary := db.readers(ctx, rc, t)
+	replicas, usePrimary, err := db.readers(ctx, rc, t)
+	if err != nil {
+		return nil, err
+	}
 	return db.pickReader(ctx, replicas, usePrimary, avoid)
 }
 
 // readers returns the replicas of t that may serve a read: every eligible
 // one, or those the session of rc allows; usePrimary when only the primary
-// may.
-func (db *DB) readers(ctx context.Context, rc ctxRoute, t *table) (replicas []*node, usePrimary bool) {
+// may (see sessionReplicas for err).
+func (db *DB) readers(ctx context.Context, rc ctxRoute, t *table) (replicas []*node, usePrimary bool, err error) {
 	if rc.session != nil {
 		return db.sessionReplicas(ctx, rc.session, t)
 	}
-	return t.replicas, false
+	return t.replicas, false, nil
 }
 
 // pickReader picks among replicas (as readers returned them) for a read,
