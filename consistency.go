@@ -262,12 +262,23 @@ func (db *DB) resolveWrite(ctx context.Context, s *Session, now time.Time) error
 	if err != nil {
 		return err
 	}
+	db.sawPrimaryAt(lsn)
 	s.advance(lsn, now)
 	return nil
 }
 
 func (db *DB) causal() bool {
 	return db.cfg.session.kind == sessionCausal && db.cfg.dialect.knowsRoles()
+}
+
+// sawPrimaryAt records that the primary reached WAL position lsn.
+func (db *DB) sawPrimaryAt(lsn uint64) {
+	for {
+		old := db.primaryLSN.Load()
+		if lsn <= old || db.primaryLSN.CompareAndSwap(old, lsn) {
+			return
+		}
+	}
 }
 
 // currentLSN returns the WAL insert position of primary n.
@@ -392,6 +403,13 @@ func (db *DB) sessionReplicas(ctx context.Context, s *Session, t *table) (replic
 	if need == 0 {
 		return t.replicas, false, nil
 	}
+	if known := db.primaryLSN.Load(); known != 0 && need > known {
+		// Past any position the primary was seen at: a token from the
+		// future (or forged), or a write of another process newer than
+		// this one's last probe. Only the primary surely has it; no replica
+		// is asked.
+		return nil, true, nil
+	}
 	if caught := caughtUp(t.replicas, need); len(caught) > 0 {
 		return caught, false, nil
 	}
@@ -424,30 +442,107 @@ func caughtUp(replicas []*node, need uint64) []*node {
 	return out
 }
 
-// waitCaughtUp asks the replicas, one at a time starting from the
-// balancer's pick, for their replayed position until one has reached need or
-// SessionCausal's maxWait has passed. The first that has serves the read.
+// waitCaughtUp waits up to SessionCausal's maxWait for a replica of t to
+// have replayed need, asking every replica at once (see awaitReplay); the
+// first that has serves the read, else the primary does.
 func (db *DB) waitCaughtUp(ctx context.Context, t *table, need uint64) ([]*node, bool) {
 	ctx, cancel := context.WithTimeout(ctx, db.cfg.session.maxWait)
 	defer cancel()
-	start := slices.Index(t.replicas, db.cfg.balancer.pick(t.replicas))
+	caught := make(chan *node, len(t.replicas))
+	var wg sync.WaitGroup
+	for _, n := range t.replicas {
+		wg.Go(func() {
+			if db.awaitReplay(ctx, n, need) {
+				caught <- n
+			}
+		})
+	}
+	go func() { wg.Wait(); close(caught) }()
+	n, ok := <-caught
+	cancel() // the others stop polling
+	wg.Wait()
+	if !ok {
+		return nil, true
+	}
+	return []*node{n}, false
+}
+
+// replayPoll is a replica's one poll of its replayed position, shared by the
+// session reads waiting for it to catch up: however many wait, one query at
+// a time asks the replica, and the queries back off from minReplayPoll to
+// maxReplayPoll while the position does not move. (Each waiting read once
+// asked every replica every millisecond, and a forged token made every
+// request do so.)
+type replayPoll struct {
+	mu      sync.Mutex    // protects following fields
+	running chan struct{} // closed when the poll in flight (its back-off included) ends; nil when none
+	next    time.Time     // no query before
+	delay   time.Duration // the back-off after the next query that finds no progress
+}
+
+const (
+	minReplayPoll = time.Millisecond
+	maxReplayPoll = 32 * time.Millisecond
+)
+
+// awaitReplay reports whether replica n has replayed need before ctx ends,
+// polling it as the one poller or waiting for the poller's answer.
+func (db *DB) awaitReplay(ctx context.Context, n *node, need uint64) bool {
+	p := &n.replay
 	for {
-		for i := range t.replicas {
-			n := t.replicas[(i+start)%len(t.replicas)]
-			lsn, err := replayedLSN(ctx, n)
-			if err != nil {
-				db.signal(n, err)
+		if n.replayed.Load() >= need {
+			return true
+		}
+		p.mu.Lock()
+		if ch := p.running; ch != nil {
+			p.mu.Unlock()
+			select {
+			case <-ch:
 				continue
-			}
-			if lsn >= need {
-				return []*node{n}, false
+			case <-ctx.Done():
+				return false
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil, true
-		case <-time.After(time.Millisecond):
+		ch := make(chan struct{})
+		p.running = ch
+		wait := time.Until(p.next)
+		p.mu.Unlock()
+
+		before := n.replayed.Load()
+		var err error
+		if wait > 0 {
+			err = sleep(ctx, wait)
 		}
+		if err == nil {
+			if _, err = replayedLSN(ctx, n); err != nil && ctx.Err() == nil {
+				db.signal(n, err)
+			}
+		}
+		p.mu.Lock()
+		if n.replayed.Load() > before || p.delay == 0 {
+			p.delay = minReplayPoll
+		} else {
+			p.delay = min(2*p.delay, maxReplayPoll)
+		}
+		p.next = time.Now().Add(p.delay)
+		p.running = nil
+		p.mu.Unlock()
+		close(ch)
+		if err != nil {
+			return n.replayed.Load() >= need
+		}
+	}
+}
+
+// sleep waits for d, or returns ctx's error if it ends first.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -551,3 +551,68 @@ func TestSessionReadWaitsForAPrimaryOnce(t *testing.T) {
 	assert.Less(t, took, 2*wait-200*time.Millisecond, "waited for a primary twice: %v", took)
 	assert.GreaterOrEqual(t, took, wait-10*time.Millisecond, "did not wait at all: %v", took)
 }
+
+// replayQueries counts the queries a fake node ran for its replayed
+// position.
+func replayQueries(c *fakedriver.Connector) int {
+	n := 0
+	for _, call := range c.Calls() {
+		if call.Op == fakedriver.OpQuery && strings.Contains(call.SQL, "pg_last_wal_replay_lsn") && call.SQL != postgresProbe {
+			n++
+		}
+	}
+	return n
+}
+
+// A forged or far-future token costs the replicas nothing: its position is
+// past any the primary was seen at, so the read goes straight to the
+// primary. (The token v1.ffffffffffffffff.0 once made every read poll every
+// replica for maxWait, 87 queries per replica for one read.)
+func TestFarFutureTokenGoesStraightToThePrimary(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2, WithSessionMode(SessionCausal(200*time.Millisecond)))
+	for _, p := range pc.pg {
+		p.lsn.Store(5000)
+	}
+	pc.probe()
+	for _, c := range pc.conns[1:] {
+		c.SetRecord(true)
+	}
+	s, err := ResumeSession("v1.ffffffffffffffff.0")
+	require.NoError(t, err)
+	began := time.Now()
+	for range 5 {
+		assert.Equal(t, "primary", served(t, pc.db, WithSession(ctx, s), "SELECT 1"))
+	}
+	assert.Less(t, time.Since(began), 150*time.Millisecond, "the reads waited for the replicas")
+	for i, c := range pc.conns[1:] {
+		assert.Zero(t, replayQueries(c), "replica%d was asked for its position", i+1)
+	}
+}
+
+// Reads waiting for a lagging replica share one poll of it, which backs
+// off: 20 reads waiting 300 ms cost a handful of queries, not 20 × 300.
+func TestWaitingReadsShareOnePollPerReplica(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1, WithSessionMode(SessionCausal(300*time.Millisecond)))
+	pc.pg[0].lsn.Store(10_000)
+	pc.pg[1].lsn.Store(100) // far behind, and it stays there
+	pc.probe()
+	pc.conns[1].SetRecord(true)
+	s, err := ResumeSession("v1." + strconv.FormatUint(5000, 16) + ".0")
+	require.NoError(t, err)
+	sctx := WithSession(ctx, s)
+	var answers []<-chan answer
+	for range 20 {
+		answers = append(answers, servedAsync(pc.db, sctx, "SELECT 1"))
+	}
+	for _, ch := range answers {
+		a := receive(t, ch, 10*time.Second)
+		require.NoError(t, a.err)
+		assert.Equal(t, "primary", a.node)
+	}
+	polls := replayQueries(pc.conns[1])
+	t.Logf("20 reads waiting 300 ms for one replica: %d queries of its position", polls)
+	assert.Positive(t, polls, "the replica was never asked")
+	assert.LessOrEqual(t, polls, 30, "each waiting read polls on its own")
+}

@@ -32,6 +32,7 @@ type DB struct {
 	// reads the routing table with one atomic load.
 	table        atomic.Pointer[table] // the routing table; replaced whole, never mutated
 	lastProbeAll atomic.Int64          // unix nanoseconds of the last probeAllNow
+	primaryLSN   atomic.Uint64         // the highest WAL position a primary was seen at
 	closed       atomic.Bool
 
 	cfg    config

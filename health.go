@@ -264,6 +264,9 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 			n.replayed.Store(r.lsn)
 			if role == RolePrimary {
 				db.samplePrimaryLocked(n, now)
+				if n == db.hs.primary || db.hs.primary == nil {
+					db.sawPrimaryAt(r.lsn)
+				}
 			}
 		}
 	}

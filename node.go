@@ -76,6 +76,7 @@ type node struct {
 	configured Role
 	probeNow   chan struct{} // size 1: a coalesced request to probe at once
 
+	replay  replayPoll // sessions waiting for this replica to catch up
 	probes  *sql.DB    // the probes' own pool of one connection, see probePool
 	probeMu sync.Mutex // serializes probes of this node
 
