@@ -1,10 +1,13 @@
 package dbrouter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"sync"
 	"time"
 )
 
@@ -158,75 +161,174 @@ func (db *DB) waitPrimary(ctx context.Context, t *table) (*node, error) {
 	}
 }
 
-// promotionCandidateLocked returns the replica to promote, when automatic
-// promotion is on, no primary has been reachable for the configured time,
-// and the replicas agree the primary is gone: none reports a streaming WAL
-// receiver, and at least one that was seen streaming no longer does (a
-// network cut between the application and the primary alone must not
-// promote; nor may replicas that never stream, e.g. fed from an archive,
-// vote). A replica whose receiver state the probing role may not see (no
-// pg_read_all_stats) counts as streaming, so such a role never promotes.
-// Only replicas on the newest timeline are candidates (one left behind on an
-// older timeline lacks the newer writes); among them the highest replayed
-// WAL position wins.
-func (db *DB) promotionCandidateLocked(now time.Time) *node {
+// promotionDueLocked reports whether to try a promotion now, and marks one
+// in progress: automatic promotion is on, no primary has been reachable for
+// the configured time, and the replicas agree the primary is gone: none
+// reports a streaming WAL receiver, and at least one that was seen
+// streaming no longer does (a network cut between the application and the
+// primary alone must not promote; nor may replicas that never stream, e.g.
+// fed from an archive, vote). A replica whose receiver state the probing
+// role may not see (no pg_read_all_stats) counts as streaming, so such a
+// role never promotes. At least one replica must be on the newest timeline.
+// Which replica, if any, is promoted is decided by promote, from facts
+// asked for right before.
+func (db *DB) promotionDueLocked(now time.Time) bool {
 	hs := &db.hs
 	if !db.cfg.autoPromote || !db.cfg.dialect.knowsRoles() || hs.primary != nil || hs.promoting ||
 		hs.promoted != nil || now.Sub(hs.lostAt) < db.cfg.autoPromoteAfter {
-		return nil
+		return false
 	}
-	var best *node
-	voters := 0
+	voters, candidates := 0, 0
 	for _, n := range db.nodes {
 		if !n.h.probed || !n.h.up || n.h.role != RoleReplica {
 			continue
 		}
 		if n.h.receiver == "streaming" || n.h.receiver == "hidden" {
-			// It streams from a primary we cannot reach, or we cannot tell.
-			return nil
+			return false // it streams from a primary we cannot reach, or we cannot tell
 		}
 		if n.h.streamed {
 			voters++
 		}
-		if n.h.staleTL || n.h.timeline < hs.maxTimeline {
-			continue
-		}
-		if best == nil || n.h.lsn > best.h.lsn {
-			best = n
+		if !n.h.staleTL && n.h.timeline >= hs.maxTimeline {
+			candidates++
 		}
 	}
-	if best == nil || voters == 0 {
-		return nil
+	if voters == 0 || candidates == 0 {
+		return false
 	}
 	hs.promoting = true
-	return best
+	return true
 }
 
-// promote runs pg_promote on n, outside the lock, then probes every node.
-func (db *DB) promote(n *node) {
-	ctx, cancel := context.WithTimeout(db.ctx, 30*time.Second)
-	var ok bool
-	err := n.db.QueryRowContext(ctx, "SELECT pg_promote(true, 25)").Scan(&ok)
-	cancel()
-	if err == nil && !ok {
-		err = errors.New("pg_promote returned false")
+// promotionProbe is what promote asks every node right before it promotes:
+// role, replayed and received WAL positions, timeline, WAL receiver state,
+// and two facts of the server itself to break ties with, the same for
+// whoever asks: when its postmaster started (microseconds since the epoch)
+// and its port.
+const promotionProbe = `SELECT r,
+	(CASE WHEN r THEN COALESCE(pg_last_wal_replay_lsn(), '0/0') ELSE pg_current_wal_lsn() END - '0/0')::text,
+	(CASE WHEN r THEN COALESCE(pg_last_wal_receive_lsn(), '0/0') ELSE pg_current_wal_lsn() END - '0/0')::text,
+	CASE WHEN r THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id)
+		ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+	CASE WHEN r THEN COALESCE((SELECT COALESCE(status, 'hidden') FROM pg_stat_wal_receiver), 'none') ELSE '' END,
+	(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint,
+	COALESCE(inet_server_port(), 0)
+FROM pg_is_in_recovery() AS r`
+
+// promotionFact is one node's answer to promotionProbe.
+type promotionFact struct {
+	n               *node
+	err             error
+	inRecovery      bool
+	replay, receive uint64
+	timeline        uint32
+	receiver        string
+	started, port   int64
+}
+
+// askPromotionFacts asks every node promotionProbe, in parallel, each within
+// the probe timeout.
+func (db *DB) askPromotionFacts() []promotionFact {
+	facts := make([]promotionFact, len(db.nodes))
+	var wg sync.WaitGroup
+	for i, n := range db.nodes {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
+			defer cancel()
+			f := promotionFact{n: n}
+			var replay, receive string
+			f.err = n.probes.QueryRowContext(ctx, promotionProbe).Scan(&f.inRecovery, &replay, &receive,
+				&f.timeline, &f.receiver, &f.started, &f.port)
+			if f.err == nil {
+				f.replay, f.err = strconv.ParseUint(replay, 10, 64)
+			}
+			if f.err == nil {
+				f.receive, f.err = strconv.ParseUint(receive, 10, 64)
+			}
+			facts[i] = f
+		})
+	}
+	wg.Wait()
+	return facts
+}
+
+// choosePromotion picks the replica to promote from facts asked for just
+// now, or says why none may be: a node reports being a primary on the
+// newest timeline (maxTL) or a newer one (someone promoted it already), or a
+// replica streams or follows a newer timeline. Among the replicas on the
+// newest timeline the highest replayed position wins, then the highest
+// received one, then the server that started first, then the lower port:
+// every application instance that sees the same servers picks the same
+// replica, whatever the order of its configuration.
+func choosePromotion(facts []promotionFact, maxTL uint32) (*node, error) {
+	var cands []promotionFact
+	for _, f := range facts {
+		switch {
+		case f.err != nil:
+			continue
+		case !f.inRecovery && f.timeline >= maxTL:
+			return nil, fmt.Errorf("%s reports being a primary on timeline %d", f.n.name, f.timeline)
+		case !f.inRecovery:
+			continue // an old primary on an older timeline: fenced, never a candidate
+		case f.receiver == "streaming" || f.receiver == "hidden":
+			return nil, fmt.Errorf("%s's WAL receiver is %s", f.n.name, f.receiver)
+		case f.timeline > maxTL:
+			return nil, fmt.Errorf("%s follows timeline %d, newer than any seen", f.n.name, f.timeline)
+		case f.timeline == maxTL:
+			cands = append(cands, f)
+		}
+	}
+	if len(cands) == 0 {
+		return nil, fmt.Errorf("no replica on timeline %d answered", maxTL)
+	}
+	best := slices.MinFunc(cands, func(a, b promotionFact) int {
+		return cmp.Or(cmp.Compare(b.replay, a.replay), cmp.Compare(b.receive, a.receive),
+			cmp.Compare(a.started, b.started), cmp.Compare(a.port, b.port))
+	})
+	return best.n, nil
+}
+
+// promote asks every node for fresh facts, picks the replica to promote
+// (choosePromotion) and runs pg_promote on it, outside the lock, then probes
+// every node. When the facts forbid it, nothing is promoted and another
+// full wait without a primary must pass before the next attempt.
+func (db *DB) promote() {
+	db.mu.Lock()
+	maxTL := db.hs.maxTimeline
+	db.mu.Unlock()
+	n, err := choosePromotion(db.askPromotionFacts(), maxTL)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(db.ctx, 30*time.Second)
+		var ok bool
+		err = n.db.QueryRowContext(ctx, "SELECT pg_promote(true, 25)").Scan(&ok)
+		cancel()
+		if err == nil && !ok {
+			err = errors.New("pg_promote returned false")
+		}
+		if err != nil {
+			err = nodeErr(n, "promote", err)
+		}
+	} else {
+		err = fmt.Errorf("dbrouter: no promotion: %w", err)
 	}
 	now := db.cfg.clock.now()
 	ev := db.event(EventPromoted, n, now, "", nil)
 	if err != nil {
-		ev = db.event(EventPromoteFailed, n, now, "", nodeErr(n, "promote", err))
+		ev = db.event(EventPromoteFailed, n, now, "", err)
 	}
 	db.mu.Lock()
 	db.events.push(ev)
 	db.mu.Unlock()
-	if err == nil {
+	if ev.Kind == EventPromoted {
 		db.probeAndApply(n) // see it as a primary before anything else decides
 	}
 	db.mu.Lock()
 	db.hs.promoting = false
 	// Another attempt only after n was probed again and another full wait
 	// without a primary passed: the probes must first see what this one did.
-	db.hs.promoted = n
+	if ev.Kind == EventPromoted {
+		db.hs.promoted = n
+	}
 	db.hs.lostAt = db.cfg.clock.now()
 	db.mu.Unlock()
 	db.probeAllNow()

@@ -2,7 +2,10 @@ package dbrouter
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -378,4 +381,106 @@ func TestAStaleReplicaStaysOutWhileNoPrimaryIsKnown(t *testing.T) {
 	assert.False(t, nodeStatus(t, pc.db, "replica2").Readable)
 	_, err := pc.db.QueryContext(ctx, "SELECT 1")
 	assert.ErrorIs(t, err, ErrNoPrimary, "no reader left: not the stale replica")
+}
+
+// Two application instances, each with its own DB over the same servers
+// and each running auto-promotion, list the replicas in different orders;
+// the replicas are tied on their positions. They must not promote two
+// replicas (before, each promoted the first of its own list, and the two
+// fenced each other for good): the first promotes the replica the servers'
+// own facts pick, and the second, asking every node right before it
+// promotes, finds that one a primary already and promotes nothing.
+func TestAutoPromotionByTwoInstancesPromotesOneReplica(t *testing.T) {
+	f := newFakeNodes(t, 2)
+	pg := []*fakePG{newFakePG(f.conns[0], false, 1), newFakePG(f.conns[1], true, 1), newFakePG(f.conns[2], true, 1)}
+	for i, p := range pg {
+		p.lsn.Store(1000)
+		p.started.Store(1_700_000_000_000_000 + int64(10-i)) // replica2's postmaster started first
+	}
+	clock := newFakeClock()
+	open := func(primary *sql.DB, replicas ...*sql.DB) *DB {
+		db, err := New(primary, replicas, withClock(clock), withoutBackground(), WithPrimaryWait(0), WithAutoPromote(time.Second))
+		require.NoError(t, err)
+		t.Cleanup(func() { db.Close() })
+		db.probeAll()
+		return db
+	}
+	a := open(f.dbs[0], f.dbs[1], f.dbs[2])
+	b := open(f.dbs[0], f.dbs[2], f.dbs[1]) // the other order
+	pg[0].fail.Store(true)                  // the primary dies, the replicas notice
+	pg[1].streaming.Store(false)
+	pg[2].streaming.Store(false)
+	for _, db := range []*DB{a, b} {
+		db.probeAll()
+		db.probeAll()
+	}
+	clock.advance(2 * time.Second)
+	a.probeAll() // a promotes
+	b.probeAll() // b must not
+	testwait.Until(t, 10*time.Second, "both done promoting", func() bool {
+		for _, db := range []*DB{a, b} {
+			db.mu.Lock()
+			busy := db.hs.promoting
+			db.mu.Unlock()
+			if busy {
+				return false
+			}
+		}
+		return true
+	})
+	assert.Equal(t, int32(0), pg[1].promotes.Load(), "replica1 promoted")
+	assert.Equal(t, int32(1), pg[2].promotes.Load(), "replica2, whose server started first, promoted once")
+	a.probeAll()
+	b.probeAll()
+	assert.Same(t, f.dbs[2], a.Primary(), "a writes to the promoted replica")
+	assert.Same(t, f.dbs[2], b.Primary(), "b writes to the promoted replica")
+}
+
+// The choice depends on what the servers report, never on the order of the
+// configuration: the highest replayed position, then the highest received,
+// then the server that started first, then the lower port.
+func TestChoosePromotion(t *testing.T) {
+	n1, n2, n3 := &node{name: "n1"}, &node{name: "n2"}, &node{name: "n3"}
+	rep := func(n *node, replay, receive uint64, started, port int64) promotionFact {
+		return promotionFact{n: n, inRecovery: true, replay: replay, receive: receive, timeline: 1, receiver: "none", started: started, port: port}
+	}
+	for _, tc := range []struct {
+		name  string
+		facts []promotionFact
+		want  *node // nil: no promotion
+	}{
+		{"highest replay", []promotionFact{rep(n1, 10, 10, 1, 1), rep(n2, 20, 20, 2, 2)}, n2},
+		{"then highest receive", []promotionFact{rep(n1, 10, 30, 2, 2), rep(n2, 10, 20, 1, 1)}, n1},
+		{"then first started", []promotionFact{rep(n1, 10, 10, 5, 1), rep(n2, 10, 10, 3, 2)}, n2},
+		{"then lower port", []promotionFact{rep(n1, 10, 10, 3, 9), rep(n2, 10, 10, 3, 2)}, n2},
+		{"a primary on the newest timeline", []promotionFact{rep(n1, 10, 10, 1, 1), {n: n3, timeline: 1}}, nil},
+		{"a primary on an older timeline is ignored", []promotionFact{rep(n1, 10, 10, 1, 1), {n: n3, timeline: 0}}, n1},
+		{"a replica still streams", []promotionFact{rep(n1, 10, 10, 1, 1), func() promotionFact {
+			f := rep(n2, 5, 5, 1, 1)
+			f.receiver = "streaming"
+			return f
+		}()}, nil},
+		{"a replica follows a newer timeline", []promotionFact{rep(n1, 10, 10, 1, 1), func() promotionFact {
+			f := rep(n2, 5, 5, 1, 1)
+			f.timeline = 2
+			return f
+		}()}, nil},
+		{"unreachable nodes do not count", []promotionFact{{n: n3, err: errors.New("down")}, rep(n1, 10, 10, 1, 1)}, n1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := choosePromotion(tc.facts, 1)
+			if tc.want == nil {
+				assert.Error(t, err)
+				assert.Nil(t, got)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want.name, got.name)
+			reversed := slices.Clone(tc.facts)
+			slices.Reverse(reversed)
+			again, err := choosePromotion(reversed, 1)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want.name, again.name, "the order of the facts changed the choice")
+		})
+	}
 }

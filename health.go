@@ -286,14 +286,14 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 	fast := db.hs.primary == nil || db.hs.primary.h.fails > 0 || db.hs.slowPrimary
 	wake := fast && !db.hs.fast
 	db.hs.fast = fast
-	promote := db.promotionCandidateLocked(now)
+	promote := db.promotionDueLocked(now)
 	db.events.push(events...)
 	db.mu.Unlock()
 
 	if wake {
 		db.probeAllNow()
 	}
-	if promote != nil {
-		db.promote(promote)
+	if promote {
+		db.promote()
 	}
 }

@@ -129,6 +129,8 @@ type fakePG struct {
 	lsnFail    atomic.Bool // asking for the WAL insert position fails
 	fail       atomic.Bool // probes fail as a refused connection would
 	promotes   atomic.Int32
+	started    atomic.Int64 // when its postmaster started, for promotionProbe
+	port       atomic.Int64
 }
 
 func newFakePG(c *fakedriver.Connector, replica bool, timeline uint32) *fakePG {
@@ -148,6 +150,18 @@ func (p *fakePG) respond(query string, _ []driver.NamedValue) ([]string, [][]dri
 		}
 		return []string{"r", "lsn", "tl", "restart_tl", "receiver"}, [][]driver.Value{{
 			p.inRecovery.Load(), strconv.FormatUint(p.lsn.Load(), 10), p.receivedTL(), p.restartTimeline(), p.receiver(),
+		}}, nil
+	case query == promotionProbe:
+		if p.fail.Load() {
+			return nil, nil, driver.ErrBadConn
+		}
+		lsn := strconv.FormatUint(p.lsn.Load(), 10)
+		receiver := p.receiver()
+		if receiver == "" && p.inRecovery.Load() {
+			receiver = "none"
+		}
+		return []string{"r", "replay", "receive", "tl", "receiver", "started", "port"}, [][]driver.Value{{
+			p.inRecovery.Load(), lsn, lsn, int64(p.timeline.Load()), receiver, p.started.Load(), p.port.Load(),
 		}}, nil
 	case strings.Contains(query, "pg_current_wal_insert_lsn") && p.lsnFail.Load():
 		return nil, nil, &fakedriver.Error{Code: "57014", Message: "canceling statement due to statement timeout"}
