@@ -5,7 +5,6 @@ import (
 
 	"context"
 	"database/sql"
-	"fmt"
 	"log"
 	"sync"
 	"testing"
@@ -66,6 +65,32 @@ func newCluster(t testing.TB, replicas int) *pgcluster.Cluster {
 	return pgcluster.StartT(t, pgcluster.Options{Replicas: replicas})
 }
 
+// clusterOnTimeline starts a primary and 2 replicas on the given timeline, 1
+// or 2. On timeline 2 it has failed over once already, as real clusters
+// have: node0 was the primary; node1 was promoted, node2 and node3 follow
+// it, node0 is gone. (A cluster that has failed over before has replicas
+// whose last restartpoints can be on an older timeline than the one they
+// stream, which a cluster fresh from initdb never shows.)
+func clusterOnTimeline(t testing.TB, timeline int) *pgcluster.Cluster {
+	t.Helper()
+	if timeline == 1 {
+		return newCluster(t, 2)
+	}
+	c := newCluster(t, 3)
+	ctx := testContext(t, 2*time.Minute)
+	require.NoError(t, c.FailOver(ctx, c.Replicas()[0]))
+	var tl int
+	require.NoError(t, c.Primary().QueryRow(ctx,
+		"SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int", &tl))
+	require.Equal(t, 2, tl, "the cluster is on timeline 2")
+	for _, r := range c.Replicas() {
+		var rtl int
+		require.NoError(t, r.QueryRow(ctx, "SELECT (pg_control_checkpoint()).timeline_id", &rtl))
+		t.Logf("%s streams timeline 2; its last restartpoint is on timeline %d", r.Name(), rtl)
+	}
+	return c
+}
+
 func skipShort(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
@@ -78,21 +103,19 @@ func skipShort(t testing.TB) {
 // ends.
 func openRouter(t testing.TB, c *pgcluster.Cluster, opts ...dbrouter.Option) *dbrouter.DB {
 	t.Helper()
-	var dsns []string
+	var dsns, names []string
 	for _, n := range c.Nodes() {
 		dsns = append(dsns, n.DSN())
+		names = append(names, n.Name())
 	}
-	return openDSNs(t, dsns, opts...)
+	return openDSNs(t, dsns, names, opts...)
 }
 
-// openDSNs opens a DB over dsns (the primary first), naming the nodes node0,
-// node1, …, closed and checked for leaked goroutines when the test ends.
-func openDSNs(t testing.TB, dsns []string, opts ...dbrouter.Option) *dbrouter.DB {
+// openDSNs opens a DB over dsns (the primary first), naming the nodes names
+// (their cluster_name, so a node's name in Status is the one it reports
+// itself), closed and checked for leaked goroutines when the test ends.
+func openDSNs(t testing.TB, dsns, names []string, opts ...dbrouter.Option) *dbrouter.DB {
 	t.Helper()
-	var names []string
-	for i := range dsns {
-		names = append(names, fmt.Sprintf("node%d", i))
-	}
 	ignore := goleak.IgnoreCurrent()
 	db, err := dbrouter.Open("pgx", dsns[0], dsns[1:], append([]dbrouter.Option{dbrouter.WithNames(names[0], names[1:]...)}, opts...)...)
 	require.NoError(t, err)

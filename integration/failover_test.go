@@ -161,6 +161,27 @@ func firstSuccessOn(ops []op, node string) (time.Time, bool) {
 	return first, !first.IsZero()
 }
 
+// readsGoOnWithoutPrimary waits until the router has lost the primary and
+// the replicas have served n reads since: while no primary is known, reads
+// must not wait for one. (On a cluster that had failed over before, the
+// replicas whose receivers stopped with their primary were once judged by
+// their last restartpoint's older timeline, and reads waited for a primary.)
+func readsGoOnWithoutPrimary(t *testing.T, db *dbrouter.DB, l *load, n int) {
+	t.Helper()
+	testwait.Until(t, time.Minute, "the router to lose the primary", func() bool { return db.Status().Primary == "" })
+	lost := time.Now()
+	testwait.Until(t, time.Minute, fmt.Sprintf("%d reads from the replicas without a primary", n), func() bool {
+		reads, _ := l.snapshot()
+		served := 0
+		for _, r := range reads {
+			if r.err == nil && r.start.After(lost) {
+				served++
+			}
+		}
+		return served >= n
+	})
+}
+
 func createLoadTable(t *testing.T, ctx context.Context, db *dbrouter.DB, table string) {
 	t.Helper()
 	_, err := db.ExecContext(ctx, "CREATE TABLE "+table+" (id bigserial PRIMARY KEY, v int, node text DEFAULT current_setting('cluster_name'))")
@@ -172,16 +193,23 @@ func createLoadTable(t *testing.T, ctx context.Context, db *dbrouter.DB, table s
 // while, re-points it, and finally brings the old primary back as a primary
 // on its old timeline.
 func TestFailoverCrash(t *testing.T) {
-	c := newCluster(t, 2)
+	for _, tl := range []int{1, 2} {
+		t.Run(fmt.Sprintf("timeline %d", tl), func(t *testing.T) { testCrash(t, clusterOnTimeline(t, tl), tl) })
+	}
+}
+
+// testCrash crashes c's primary (n0, on timeline tl) under load, promotes
+// n1, re-points n2 and brings n0 back on its old timeline.
+func testCrash(t *testing.T, c *pgcluster.Cluster, tl int) {
 	ctx := testContext(t, 4*time.Minute)
-	nodes := c.Nodes()
-	n0, n1, n2 := nodes[0], nodes[1], nodes[2]
+	n0, n1, n2 := c.Primary(), c.Replicas()[0], c.Replicas()[1]
+	p0, p1, p2 := n0.Name(), n1.Name(), n2.Name()
 	var events eventLog
 	db := openRouter(t, c, dbrouter.WithEventHook(events.add))
 	createLoadTable(t, ctx, db, "crash_t")
 
 	l := startLoad(t, db, "crash_t", 4, 2, 5*time.Second)
-	l.waitWrites(t, "node0", 20, time.Minute)
+	l.waitWrites(t, p0, 20, time.Minute)
 	// The writers hold still for a moment so that both replicas have
 	// replayed all the primary's WAL when it crashes: otherwise node2 may
 	// have received WAL that node1 never got, and could not follow node1's
@@ -193,17 +221,18 @@ func TestFailoverCrash(t *testing.T) {
 	crashAt := time.Now()
 	require.NoError(t, n0.Crash(ctx))
 	l.hold.Store(false)
+	readsGoOnWithoutPrimary(t, db, l, 40)
 	promotedAt := promote(t, ctx, n1)
-	l.waitWrites(t, "node1", 20, time.Minute)
+	l.waitWrites(t, p1, 20, time.Minute)
 
 	reads, writes := l.snapshot()
-	first, ok := firstSuccessOn(writes, "node1")
+	first, ok := firstSuccessOn(writes, p1)
 	require.True(t, ok)
 	resume := max(first.Sub(promotedAt), 0)
 	readErrs, firstReadErr := failed(reads, crashAt)
 	writeErrs, _ := failed(writes, crashAt)
-	t.Logf("FAILOVER crash (%s backend): promotion -> first write on new primary %v; crash -> first write %v; read errors %d; write errors %d (writes to the crashed primary before it was known down)",
-		c.Backend(), resume.Round(time.Millisecond), first.Sub(crashAt).Round(time.Millisecond), readErrs, writeErrs)
+	t.Logf("FAILOVER crash (%s backend, timeline %d): promotion -> first write on new primary %v; crash -> first write %v; read errors %d; write errors %d (writes to the crashed primary before it was known down)",
+		c.Backend(), tl, resume.Round(time.Millisecond), first.Sub(crashAt).Round(time.Millisecond), readErrs, writeErrs)
 	assert.Zero(t, readErrs, "no read fails during the failover (first: %v)", firstReadErr)
 	assert.Less(t, resume, 10*time.Second, "writes resume on the new primary")
 	for _, w := range writes {
@@ -218,19 +247,19 @@ func TestFailoverCrash(t *testing.T) {
 		}
 		switch {
 		case w.end.Before(crashAt):
-			assert.Equal(t, "node0", w.node)
+			assert.Equal(t, p0, w.node)
 		case w.start.After(promotedAt):
-			assert.Equal(t, "node1", w.node, "after the promotion every write goes to the new primary")
+			assert.Equal(t, p1, w.node, "after the promotion every write goes to the new primary")
 		default:
-			assert.Contains(t, []string{"node0", "node1"}, w.node)
+			assert.Contains(t, []string{p0, p1}, w.node)
 		}
 	}
 
 	// The replica left behind (still pointed at the dead primary) holds none
 	// of the new writes: from the first write on the new primary on, it
 	// serves no reads.
-	assert.Zero(t, servedBetween(reads, first, time.Now())["node2"], "node2 is on the old timeline")
-	st := nodeStatus(t, db, "node2")
+	assert.Zero(t, servedBetween(reads, first, time.Now())[p2], "node2 is on the old timeline")
+	st := nodeStatus(t, db, p2)
 	assert.True(t, st.StaleTimeline, "%+v", st)
 	assert.False(t, st.Readable)
 
@@ -239,50 +268,53 @@ func TestFailoverCrash(t *testing.T) {
 	// followed that one past the fork and need pg_rewind.)
 	require.NoError(t, n2.Repoint(ctx, n1))
 	require.NoError(t, n2.WaitStreaming(ctx))
-	testwait.Until(t, time.Minute, "node2 readable again", func() bool { return nodeStatus(t, db, "node2").Readable })
+	testwait.Until(t, time.Minute, "node2 readable again", func() bool { return nodeStatus(t, db, p2).Readable })
 	readmitted := time.Now()
 	testwait.Until(t, time.Minute, "reads on node2", func() bool {
 		reads, _ := l.snapshot()
-		return servedBetween(reads, readmitted, time.Now())["node2"] > 0
+		return servedBetween(reads, readmitted, time.Now())[p2] > 0
 	})
 	// The old primary returns as a primary on its old timeline: fenced.
 	require.NoError(t, n0.Start(ctx))
-	testwait.Until(t, time.Minute, "node0 fenced", func() bool { return nodeStatus(t, db, "node0").State == dbrouter.StateFenced })
+	testwait.Until(t, time.Minute, "node0 fenced", func() bool { return nodeStatus(t, db, p0).State == dbrouter.StateFenced })
 	fencedAt := time.Now()
-	before := nodeStatus(t, db, "node0")
-	l.waitWrites(t, "node1", 30, time.Minute)
+	before := nodeStatus(t, db, p0)
+	l.waitWrites(t, p1, 30, time.Minute)
 	reads, writes = l.snapshot()
-	after := nodeStatus(t, db, "node0")
-	assert.Zero(t, servedBetween(reads, fencedAt, time.Now())["node0"], "no read reaches the fenced old primary")
-	assert.Zero(t, servedBetween(writes, fencedAt, time.Now())["node0"], "no write reaches the fenced old primary")
+	after := nodeStatus(t, db, p0)
+	assert.Zero(t, servedBetween(reads, fencedAt, time.Now())[p0], "no read reaches the fenced old primary")
+	assert.Zero(t, servedBetween(writes, fencedAt, time.Now())[p0], "no write reaches the fenced old primary")
 	assert.Equal(t, before.Reads+before.Writes, after.Reads+after.Writes, "its counters do not move")
-	assert.Equal(t, "node1", db.Status().Primary)
-	assert.True(t, events.has(dbrouter.EventFenced, "node0"))
+	assert.Equal(t, p1, db.Status().Primary)
+	assert.True(t, events.has(dbrouter.EventFenced, p0))
 
 	l.stop()
 	reads, _ = l.snapshot()
 	readErrs, firstReadErr = failed(reads, crashAt)
 	assert.Zero(t, readErrs, "no read failed in the whole episode (first: %v)", firstReadErr)
-	t.Logf("FAILOVER crash (%s backend): %d reads, %d writes in the episode; events: %s", c.Backend(), len(reads), len(writes), events.String())
+	t.Logf("FAILOVER crash (%s backend, timeline %d): %d reads, %d writes in the episode; events: %s", c.Backend(), tl, len(reads), len(writes), events.String())
 }
 
 // TestFailoverHang freezes the primary (SIGSTOP / container pause): its TCP
 // port still accepts, nothing answers. Calls with a deadline return by it, no
 // goroutines pile up, and after a replica is promoted writes go there.
 func TestFailoverHang(t *testing.T) {
-	t.Run("promoted after the router saw the primary down", func(t *testing.T) { testHang(t, true) })
-	t.Run("promoted right after the freeze", func(t *testing.T) { testHang(t, false) })
+	t.Run("promoted after the router saw the primary down", func(t *testing.T) { testHang(t, clusterOnTimeline(t, 1), 1, true) })
+	t.Run("promoted right after the freeze", func(t *testing.T) { testHang(t, clusterOnTimeline(t, 1), 1, false) })
+	t.Run("timeline 2, promoted after the router saw the primary down", func(t *testing.T) {
+		testHang(t, clusterOnTimeline(t, 2), 2, true)
+	})
 }
 
-func testHang(t *testing.T, waitDown bool) {
-	c := newCluster(t, 2)
+func testHang(t *testing.T, c *pgcluster.Cluster, tl int, waitDown bool) {
 	ctx := testContext(t, 4*time.Minute)
-	n0, n1 := c.Nodes()[0], c.Nodes()[1]
+	n0, n1 := c.Primary(), c.Replicas()[0]
+	p0, p1 := n0.Name(), n1.Name()
 	db := openRouter(t, c)
 	createLoadTable(t, ctx, db, "hang_t")
 	const callTimeout = time.Second
 	l := startLoad(t, db, "hang_t", 4, 2, callTimeout)
-	l.waitWrites(t, "node0", 20, time.Minute)
+	l.waitWrites(t, p0, 20, time.Minute)
 	waitReplicated(t, ctx, c, "hang_t")
 	baseline := runtime.NumGoroutine()
 
@@ -291,7 +323,7 @@ func testHang(t *testing.T, waitDown bool) {
 	var detected time.Duration
 	if waitDown {
 		testwait.Until(t, time.Minute, "the router to see the frozen primary down", func() bool {
-			return nodeStatus(t, db, "node0").State == dbrouter.StateDown
+			return nodeStatus(t, db, p0).State == dbrouter.StateDown
 		})
 		detected = time.Since(frozenAt)
 	}
@@ -300,18 +332,18 @@ func testHang(t *testing.T, waitDown bool) {
 	// When does the router send writes to node1? The load's own writers may
 	// still sit out their 1 s deadline on the frozen node, so a fresh write
 	// shows it better.
-	testwait.Until(t, time.Minute, "writes routed to node1", func() bool { return db.Status().Primary == "node1" })
+	testwait.Until(t, time.Minute, "writes routed to node1", func() bool { return db.Status().Primary == p1 })
 	switched := time.Since(promotedAt)
 	wctx, wcancel := context.WithTimeout(ctx, callTimeout)
 	var on string
 	require.NoError(t, db.QueryRowContext(wctx, "INSERT INTO hang_t (v) VALUES (-1) RETURNING current_setting('cluster_name')").Scan(&on))
 	wcancel()
 	fresh := time.Since(promotedAt)
-	assert.Equal(t, "node1", on)
-	l.waitWrites(t, "node1", 20, time.Minute)
+	assert.Equal(t, p1, on)
+	l.waitWrites(t, p1, 20, time.Minute)
 	l.stop()
 	reads, writes := l.snapshot()
-	first, ok := firstSuccessOn(writes, "node1")
+	first, ok := firstSuccessOn(writes, p1)
 	require.True(t, ok)
 	resume := max(first.Sub(promotedAt), 0)
 	var slowest time.Duration
@@ -324,8 +356,8 @@ func testHang(t *testing.T, waitDown bool) {
 	if waitDown {
 		how = fmt.Sprintf("promoted after it was seen down (%v after the freeze)", detected.Round(time.Millisecond))
 	}
-	t.Logf("FAILOVER hang (%s backend), %s: promotion -> writes routed to it %v, a fresh write done %v, first write of the load %v; slowest call %v (deadline %v); goroutines %d -> %d; read errors %d; write errors %d",
-		c.Backend(), how, switched.Round(time.Millisecond), fresh.Round(time.Millisecond), resume.Round(time.Millisecond),
+	t.Logf("FAILOVER hang (%s backend, timeline %d), %s: promotion -> writes routed to it %v, a fresh write done %v, first write of the load %v; slowest call %v (deadline %v); goroutines %d -> %d; read errors %d; write errors %d",
+		c.Backend(), tl, how, switched.Round(time.Millisecond), fresh.Round(time.Millisecond), resume.Round(time.Millisecond),
 		slowest.Round(time.Millisecond), callTimeout, baseline, during, readErrs, writeErrs)
 	assert.Less(t, fresh, 5*time.Second)
 	assert.Zero(t, readErrs, "reads go to replicas (first: %v)", firstReadErr)
@@ -334,7 +366,7 @@ func testHang(t *testing.T, waitDown bool) {
 	assert.Less(t, during, baseline+40, "no goroutines pile up on the frozen node")
 	for _, w := range writes {
 		if w.err == nil && w.start.After(promotedAt) {
-			assert.Equal(t, "node1", w.node)
+			assert.Equal(t, p1, w.node)
 		}
 	}
 }
@@ -356,7 +388,11 @@ func TestNetworkCut(t *testing.T) {
 		dsns = append(dsns, n.DSNFor("127.0.0.1", p.Port()))
 	}
 	const after = time.Second
-	db := openDSNs(t, dsns, dbrouter.WithAutoPromote(after), dbrouter.WithPrimaryWait(0))
+	var names []string
+	for _, n := range c.Nodes() {
+		names = append(names, n.Name())
+	}
+	db := openDSNs(t, dsns, names, dbrouter.WithAutoPromote(after), dbrouter.WithPrimaryWait(0))
 	createLoadTable(t, ctx, db, "cut_t")
 	l := startLoad(t, db, "cut_t", 4, 0, 5*time.Second)
 	testwait.Until(t, time.Minute, "reads", func() bool { r, _ := l.snapshot(); return len(r) > 40 })
@@ -570,4 +606,62 @@ func TestIntegrationProbeAsPlainRole(t *testing.T) {
 		assert.True(t, n.Readable)
 	}
 	assert.Contains(t, []string{"node1", "node2"}, servedBy(t, ctx, db))
+}
+
+// TestFailoverSwitchover is a planned switchover as an HA manager makes it:
+// the old primary is shut down cleanly once the replicas have its WAL, a
+// replica is promoted and the other re-pointed, on a fresh cluster and on
+// one that has failed over before. Reads never fail (the replicas serve
+// them while there is no primary, and are not judged against the primary
+// that went away), and no write is acknowledged by the old primary after it
+// was stopped.
+func TestFailoverSwitchover(t *testing.T) {
+	for _, tl := range []int{1, 2} {
+		t.Run(fmt.Sprintf("timeline %d", tl), func(t *testing.T) { testSwitchover(t, clusterOnTimeline(t, tl), tl) })
+	}
+}
+
+func testSwitchover(t *testing.T, c *pgcluster.Cluster, tl int) {
+	ctx := testContext(t, 4*time.Minute)
+	n0, n1, n2 := c.Primary(), c.Replicas()[0], c.Replicas()[1]
+	p0, p1, p2 := n0.Name(), n1.Name(), n2.Name()
+	var events eventLog
+	db := openRouter(t, c, dbrouter.WithEventHook(events.add))
+	createLoadTable(t, ctx, db, "switch_t")
+	l := startLoad(t, db, "switch_t", 4, 2, 5*time.Second)
+	l.waitWrites(t, p0, 20, time.Minute)
+
+	l.hold.Store(true)
+	waitCaughtUp(t, ctx, c)
+	stoppedAt := time.Now()
+	require.NoError(t, n0.Stop(ctx))
+	l.hold.Store(false)
+	readsGoOnWithoutPrimary(t, db, l, 40)
+	promotedAt := promote(t, ctx, n1)
+	require.NoError(t, n2.Repoint(ctx, n1))
+	l.waitWrites(t, p1, 20, time.Minute)
+	require.NoError(t, n2.WaitStreaming(ctx))
+	testwait.Until(t, time.Minute, p2+" readable on the new timeline", func() bool { return nodeStatus(t, db, p2).Readable })
+	l.stop()
+
+	reads, writes := l.snapshot()
+	first, ok := firstSuccessOn(writes, p1)
+	require.True(t, ok)
+	readErrs, firstReadErr := failed(reads, stoppedAt)
+	writeErrs, _ := failed(writes, stoppedAt)
+	t.Logf("FAILOVER switchover (%s backend, timeline %d): stop -> promotion %v; promotion -> first write on the new primary %v; read errors %d; write errors %d; reads during the switchover by %v",
+		c.Backend(), tl, promotedAt.Sub(stoppedAt).Round(time.Millisecond), max(first.Sub(promotedAt), 0).Round(time.Millisecond),
+		readErrs, writeErrs, servedBetween(reads, stoppedAt, first))
+	assert.Zero(t, readErrs, "no read fails through a switchover (first: %v)", firstReadErr)
+	assert.Less(t, first.Sub(promotedAt), 10*time.Second, "writes resume on the new primary")
+	for _, w := range writes {
+		if w.err == nil && w.end.After(stoppedAt) {
+			assert.NotEqual(t, p0, w.node, "a write acknowledged by the stopped old primary")
+		}
+		if w.err == nil && w.start.After(promotedAt) {
+			assert.Equal(t, p1, w.node, "after the promotion every write goes to the new primary")
+		}
+	}
+	assert.Positive(t, servedBetween(reads, stoppedAt, first)[p1]+servedBetween(reads, stoppedAt, first)[p2],
+		"the replicas served reads while there was no primary")
 }

@@ -39,6 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -71,10 +72,12 @@ var ErrNoBackend = errors.New("pgcluster: no backend: install PostgreSQL server 
 	"or run a Docker engine and set DBROUTER_TEST_BACKEND=docker")
 
 // Cluster is a running primary and its replicas. Nodes()[0] is the node
-// started as primary; the rest were started as its replicas.
+// started as primary (or, after FailOver, the one promoted); the rest are
+// its replicas.
 type Cluster struct {
 	backend string
 	nodes   []*Node
+	retired []*Node // old primaries FailOver stopped, for Close only
 	impl    clusterImpl
 	logf    func(format string, args ...any)
 }
@@ -196,6 +199,54 @@ func (c *Cluster) DSNs() (primary string, replicas []string) {
 		replicas = append(replicas, n.DSN())
 	}
 	return c.nodes[0].DSN(), replicas
+}
+
+// FailOver leaves the cluster as a failover whose old primary was
+// decommissioned does: it makes the replicas catch up with the primary,
+// stops the primary cleanly, promotes to, re-points every other replica to
+// it and waits until they stream. The old primary leaves Nodes() (Close
+// still removes it): the cluster now runs on the next timeline, to, the new
+// Primary(), first.
+func (c *Cluster) FailOver(ctx context.Context, to *Node) error {
+	old := c.nodes[0]
+	i := slices.Index(c.nodes, to)
+	if i < 1 {
+		return fmt.Errorf("pgcluster: fail over to %s: not a replica of this cluster", to.name)
+	}
+	var lsn string
+	if err := old.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text", &lsn); err != nil {
+		return err
+	}
+	for _, r := range c.nodes[1:] {
+		if err := r.poll(ctx, "replayed "+lsn, func(ctx context.Context) (bool, error) {
+			var ok bool
+			err := r.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= '"+lsn+"'::pg_lsn", &ok)
+			return err == nil && ok, err
+		}); err != nil {
+			return err
+		}
+	}
+	if err := old.Stop(ctx); err != nil {
+		return err
+	}
+	if err := to.Promote(ctx); err != nil {
+		return err
+	}
+	rest := slices.Delete(slices.Clone(c.nodes[1:]), i-1, i)
+	for _, r := range rest {
+		if err := r.Repoint(ctx, to); err != nil {
+			return err
+		}
+	}
+	for _, r := range rest {
+		if err := r.WaitStreaming(ctx); err != nil {
+			return err
+		}
+	}
+	c.retired = append(c.retired, old)
+	c.nodes = append([]*Node{to}, rest...)
+	c.logf("pgcluster: failed over from %s to %s: %s primary, %d replicas on the next timeline", old.name, to.name, to.name, len(rest))
+	return nil
 }
 
 // Close stops every node and removes every resource. It is idempotent.
