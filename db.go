@@ -34,6 +34,7 @@ type DB struct {
 	lastProbeAll atomic.Int64          // unix nanoseconds of the last probeAllNow
 	primaryLSN   atomic.Uint64         // the highest WAL position a primary was seen at
 	closed       atomic.Bool
+	grantNoted   atomic.Bool // EventMissingGrant was emitted
 
 	cfg    config
 	nodes  []*node // [0] is the node configured as primary

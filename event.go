@@ -21,7 +21,8 @@ const (
 	EventReplicaExcluded                      // a replica stopped serving reads (Detail: why: "lag", "timeline")
 	EventReplicaIncluded                      // a replica serves reads again
 	EventPromoted                             // the router promoted Node (WithAutoPromote)
-	EventPromoteFailed                        // the router's promotion of Node failed (Err)
+	EventPromoteFailed                        // the router's promotion of Node failed, or was called off (Err)
+	EventMissingGrant                         // the probing role cannot see replicas' WAL receivers (Detail: the GRANT to run)
 )
 
 func (k EventKind) String() string {
@@ -48,6 +49,8 @@ func (k EventKind) String() string {
 		return "promoted"
 	case EventPromoteFailed:
 		return "promote failed"
+	case EventMissingGrant:
+		return "missing grant"
 	}
 	return "unknown"
 }
@@ -189,7 +192,7 @@ func (em *emitter) drain() {
 func (db *DB) emit(e Event) {
 	level := slog.LevelInfo
 	switch e.Kind {
-	case EventNodeDown, EventNoPrimary, EventFenced, EventPromoteFailed:
+	case EventNodeDown, EventNoPrimary, EventFenced, EventPromoteFailed, EventMissingGrant:
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{slog.String("event", e.Kind.String()), slog.String("node", e.Node)}

@@ -155,3 +155,26 @@ func TestAHookThatEndsItsGoroutineDoesNotStopEvents(t *testing.T) {
 		t.Error("Close hangs")
 	}
 }
+
+// A probing role that may not see the replicas' WAL receivers is named,
+// once, with the grant it needs.
+func TestMissingGrantIsNamedOnce(t *testing.T) {
+	pc := newPGClusterSetup(t, 2, func(pg []*fakePG) {
+		pg[1].hidden.Store(true)
+		pg[2].hidden.Store(true)
+	})
+	pc.probe()
+	pc.probe()
+	var grants []Event
+	pc.db.events.flush()
+	pc.mu.Lock()
+	for _, e := range pc.events {
+		if e.Kind == EventMissingGrant {
+			grants = append(grants, e)
+		}
+	}
+	pc.mu.Unlock()
+	require.Len(t, grants, 1)
+	assert.Contains(t, grants[0].Detail, "GRANT pg_monitor TO ")
+	assert.Equal(t, "missing grant", grants[0].Kind.String())
+}

@@ -123,6 +123,32 @@ func (db *DB) probeAndApply(n *node) {
 		r.err = fmt.Errorf("probe timed out after %v: %w", db.cfg.probeTimeout, r.err)
 	}
 	db.apply(n, r, latency)
+	if r.err == nil && r.receiver == "hidden" && db.grantNoted.CompareAndSwap(false, true) {
+		db.noteMissingGrant(n)
+	}
+}
+
+// noteMissingGrant says, once, that the probing role may not see n's WAL
+// receiver (it lacks pg_read_all_stats): then a replica's timeline is known
+// only from its restartpoints, a replica re-pointed after a failover serves
+// no reads until its next one (up to checkpoint_timeout), and the router
+// never promotes.
+func (db *DB) noteMissingGrant(n *node) {
+	ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
+	defer cancel()
+	role := "the probing role"
+	var name string
+	if err := n.probes.QueryRowContext(ctx, "SELECT quote_ident(current_user)").Scan(&name); err == nil {
+		role = name
+	}
+	detail := "GRANT pg_monitor TO " + role + ": without it (or pg_read_all_stats) a replica's timeline is seen only at its " +
+		"restartpoints, a replica re-pointed after a failover serves no reads until its next one (up to checkpoint_timeout), " +
+		"and WithAutoPromote never promotes"
+	db.mu.Lock()
+	if db.ctx.Err() == nil {
+		db.events.push(db.event(EventMissingGrant, n, db.cfg.clock.now(), detail, nil))
+	}
+	db.mu.Unlock()
 }
 
 // applyTimeline records the timeline a probe reported. A primary's is exact,

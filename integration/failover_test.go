@@ -558,6 +558,18 @@ func (l *eventLog) has(kind dbrouter.EventKind, node string) bool {
 	return slices.ContainsFunc(l.events, func(e dbrouter.Event) bool { return e.Kind == kind && e.Node == node })
 }
 
+// find returns the first event of kind, or a zero Event.
+func (l *eventLog) find(kind dbrouter.EventKind) dbrouter.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.events {
+		if e.Kind == kind {
+			return e
+		}
+	}
+	return dbrouter.Event{}
+}
+
 func (l *eventLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -664,4 +676,145 @@ func testSwitchover(t *testing.T, c *pgcluster.Cluster, tl int) {
 	}
 	assert.Positive(t, servedBetween(reads, stoppedAt, first)[p1]+servedBetween(reads, stoppedAt, first)[p2],
 		"the replicas served reads while there was no primary")
+}
+
+// TestFailoverAsPlainRole runs a failover with a plain login role, which
+// sees no WAL receiver details (received_tli is NULL without
+// pg_read_all_stats): the router says so at Open, naming the grant; reads
+// never fail and never reach the replica left on the old timeline; once
+// re-pointed, that replica serves no reads until its next restartpoint shows
+// the new timeline (PostgreSQL offers such a role no other way to tell),
+// and then it does.
+func TestFailoverAsPlainRole(t *testing.T) {
+	c := newCluster(t, 2)
+	ctx := testContext(t, 4*time.Minute)
+	n0, n1, n2 := c.Primary(), c.Replicas()[0], c.Replicas()[1]
+	require.NoError(t, n0.Exec(ctx, "CREATE ROLE plain_app LOGIN"))
+	require.NoError(t, n0.Exec(ctx, "CREATE TABLE plain_t (id bigserial PRIMARY KEY, v bigint)"))
+	require.NoError(t, n0.Exec(ctx, "GRANT ALL ON plain_t, plain_t_id_seq TO plain_app"))
+	waitReplicated(t, ctx, c, "plain_t")
+	var dsns, names []string
+	for _, n := range c.Nodes() {
+		dsns = append(dsns, strings.Replace(n.DSN(), "postgres://postgres@", "postgres://plain_app@", 1))
+		names = append(names, n.Name())
+	}
+	var events eventLog
+	db := openDSNs(t, dsns, names, dbrouter.WithEventHook(events.add))
+	testwait.Until(t, time.Minute, "the missing grant named", func() bool { return events.find(dbrouter.EventMissingGrant).Kind != 0 })
+	grant := events.find(dbrouter.EventMissingGrant)
+	assert.Contains(t, grant.Detail, "GRANT pg_monitor TO plain_app")
+	t.Logf("FAILOVER plain role: event %q: %s", grant.Kind, grant.Detail)
+
+	l := startLoad(t, db, "plain_t", 4, 2, 5*time.Second)
+	l.waitWrites(t, "node0", 20, time.Minute)
+	l.hold.Store(true)
+	waitCaughtUp(t, ctx, c)
+	crashAt := time.Now()
+	require.NoError(t, n0.Crash(ctx))
+	l.hold.Store(false)
+	promote(t, ctx, n1)
+	l.waitWrites(t, "node1", 20, time.Minute)
+	_, writes := l.snapshot()
+	first, _ := firstSuccessOn(writes, "node1")
+	require.NoError(t, n2.Repoint(ctx, n1))
+	require.NoError(t, n2.WaitStreaming(ctx))
+	repointed := time.Now()
+	l.waitWrites(t, "node1", 40, time.Minute)
+	st := nodeStatus(t, db, "node2")
+	assert.False(t, st.Readable, "node2's timeline cannot be seen yet: %+v", st)
+
+	// Its next restartpoint (forced here, as superuser) shows timeline 2.
+	require.NoError(t, n1.Exec(ctx, "CHECKPOINT"))
+	testwait.Until(t, time.Minute, "node2 replayed the checkpoint", func() bool {
+		var lsn string
+		var ok bool
+		return n1.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text", &lsn) == nil &&
+			n2.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= '"+lsn+"'::pg_lsn", &ok) == nil && ok
+	})
+	restartpoint := time.Now()
+	require.NoError(t, n2.Exec(ctx, "CHECKPOINT"))
+	testwait.Until(t, time.Minute, "node2 readable after its restartpoint", func() bool { return nodeStatus(t, db, "node2").Readable })
+	readmitted := time.Now()
+	testwait.Until(t, time.Minute, "reads on node2", func() bool {
+		reads, _ := l.snapshot()
+		return servedBetween(reads, readmitted, time.Now())["node2"] > 0
+	})
+	l.stop()
+	reads, _ := l.snapshot()
+	readErrs, firstErr := failed(reads, crashAt)
+	t.Logf("FAILOVER plain role: read errors %d; node2 re-pointed -> readable %v (after a forced restartpoint); reads it served before: %d",
+		readErrs, readmitted.Sub(repointed).Round(time.Millisecond), servedBetween(reads, first, restartpoint)["node2"])
+	assert.Zero(t, readErrs, "no read fails (first: %v)", firstErr)
+	assert.Zero(t, servedBetween(reads, first, restartpoint)["node2"], "node2 served reads before its timeline was known")
+}
+
+// TestFenceSeesTheTimelineOfAReplica: the old primary crashed, node1 was
+// promoted but the router cannot reach it, node2 streams timeline 2 from
+// node1, and the old primary restarts as a primary on timeline 1. The
+// timeline node2 reports proves a promotion: the old primary is fenced, no
+// write reaches it, and reads stay on node2. (Before, only primaries'
+// timelines counted, and the old primary took the writes while node2 served
+// reads from the other history.)
+func TestFenceSeesTheTimelineOfAReplica(t *testing.T) {
+	c := newCluster(t, 2)
+	ctx := testContext(t, 4*time.Minute)
+	n0, n1, n2 := c.Primary(), c.Replicas()[0], c.Replicas()[1]
+	var proxies []*tcpproxy.Proxy
+	var dsns, names []string
+	for _, n := range c.Nodes() {
+		p, err := tcpproxy.Start(n.Addr())
+		require.NoError(t, err)
+		t.Cleanup(func() { p.Close() })
+		proxies = append(proxies, p)
+		dsns = append(dsns, n.DSNFor("127.0.0.1", p.Port()))
+		names = append(names, n.Name())
+	}
+	db := openDSNs(t, dsns, names, dbrouter.WithPrimaryWait(0))
+	createLoadTable(t, ctx, db, "fence_t")
+	waitCaughtUp(t, ctx, c)
+
+	require.NoError(t, n0.Crash(ctx))
+	promote(t, ctx, n1)
+	proxies[1].Cut() // the router cannot reach the new primary
+	require.NoError(t, n2.Repoint(ctx, n1))
+	require.NoError(t, n2.WaitStreaming(ctx))
+	testwait.Until(t, time.Minute, "node2 seen on timeline 2", func() bool { return nodeStatus(t, db, "node2").Timeline == 2 })
+	require.NoError(t, n0.Start(ctx)) // back as a primary on timeline 1
+	testwait.Until(t, time.Minute, "node0 probed again", func() bool { return nodeStatus(t, db, "node0").State != dbrouter.StateDown })
+	st := nodeStatus(t, db, "node0")
+	assert.Equal(t, dbrouter.StateFenced, st.State, "%+v", st)
+	assert.Empty(t, db.Status().Primary)
+	for range 20 {
+		_, err := db.ExecContext(ctx, "INSERT INTO fence_t (v) VALUES (1)")
+		assert.ErrorIs(t, err, dbrouter.ErrNoPrimary)
+		assert.Equal(t, "node2", servedBy(t, ctx, db))
+	}
+	var rows int
+	require.NoError(t, n0.QueryRow(ctx, "SELECT count(*) FROM fence_t", &rows))
+	assert.Zero(t, rows, "a write reached the old primary")
+}
+
+// TestPrimaryOnlyReads: functions only a primary can run go to it, and what
+// a replica refuses as such (an unlogged table, 0A000) runs again on the
+// primary, counted as a misroute.
+func TestPrimaryOnlyReads(t *testing.T) {
+	c := sharedCluster(t)
+	ctx := testContext(t, time.Minute)
+	db := openRouter(t, c)
+	for _, q := range []string{"SELECT pg_current_wal_lsn()::text", "SELECT pg_walfile_name(pg_current_wal_lsn())", "SELECT pg_current_wal_insert_lsn()::text"} {
+		var s string
+		require.NoError(t, db.QueryRowContext(ctx, q).Scan(&s), q)
+	}
+	tbl := uniqueName(t, "unlogged")
+	_, err := db.ExecContext(ctx, "CREATE UNLOGGED TABLE "+tbl+" (id int)")
+	require.NoError(t, err)
+	t.Cleanup(func() { db.ExecContext(context.Background(), "DROP TABLE IF EXISTS "+tbl) })
+	waitReplicas(t, ctx, c, "the unlogged table", "SELECT to_regclass($1) IS NOT NULL", tbl)
+	before := totalMisroutes(db.Status())
+	for range 4 {
+		var who string
+		require.NoError(t, db.QueryRowContext(ctx, "SELECT current_setting('cluster_name') FROM (SELECT count(*) FROM "+tbl+") x").Scan(&who))
+		assert.Equal(t, "node0", who)
+	}
+	assert.Equal(t, before+4, totalMisroutes(db.Status()), "each refusal by a replica is a misroute")
 }
