@@ -103,7 +103,9 @@ func BenchmarkRouterParallel(b *testing.B) {
 }
 
 // TestRouterAddsNoAllocations holds the router to the raw *sql.DB's
-// allocation count on every hot path. The calls are made on the concrete
+// allocation count on the hot paths that run a statement on a node's pool:
+// Query, QueryRow and Exec (for transactions and the SQL() face, see
+// TestSQLFaceAllocations). The calls are made on the concrete
 // types, as an application makes them (through an interface, the compiler
 // puts every variadic argument slice on the heap, on both sides, and would
 // hide a router whose arguments escape). The router runs without background
@@ -151,10 +153,93 @@ func TestRouterAddsNoAllocations(t *testing.T) {
 			_, err := db.ExecContext(ctx, update, "ann")
 			return err
 		}},
+	}
+	// Earlier tests' garbage may have finalizers (files, connections) that
+	// allocate when they run: collect it now, and no more while measuring.
+	runtime.GC()
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	for _, op := range ops {
+		t.Run(op.name, func(t *testing.T) {
+			want, got := allocs(t, op.raw), allocs(t, op.router)
+			if got > want {
+				t.Errorf("router: %.1f allocs per call, raw *sql.DB: %.1f", got, want)
+			}
+		})
+	}
+}
+
+// allocs measures op's allocations per call, as the lowest of three
+// measurements: testing.AllocsPerRun counts every goroutine's allocations,
+// and only the calls' own must count. Call it with the garbage collector
+// off (see TestRouterAddsNoAllocations).
+func allocs(t *testing.T, op func() error) float64 {
+	least := math.Inf(1)
+	for range 3 {
+		least = min(least, testing.AllocsPerRun(200, func() {
+			if err := op(); err != nil {
+				t.Fatal(err)
+			}
+		}))
+	}
+	return least
+}
+
+// TestSQLFaceAllocations bounds what the SQL() face adds to a raw *sql.DB's
+// allocations: a statement takes a connection of its node's pool, which
+// costs database/sql's *sql.Conn and the closure of Conn.Raw (2); a
+// transaction, which DB.BeginTx begins through the face, also its Tx (4 in
+// all).
+func TestSQLFaceAllocations(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNodes(t, 1)
+	for _, h := range f.dbs {
+		h.SetMaxIdleConns(64)
+	}
+	raw := f.dbs[1]
+	db := f.router(t, withoutBackground())
+	face := db.SQL()
+	face.SetMaxIdleConns(64)
+	db.events.flush()
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	const update = "UPDATE users SET seen = now() WHERE id = $1"
+	for _, op := range []struct {
+		name        string
+		extra       float64
+		raw, router func() error
+	}{
+		{"Query", 2, func() error {
+			rows, err := raw.QueryContext(ctx, benchRead, "ann")
+			if err != nil {
+				return err
+			}
+			return rows.Close()
+		}, func() error {
+			rows, err := face.QueryContext(ctx, benchRead, "ann")
+			if err != nil {
+				return err
+			}
+			return rows.Close()
+		}},
+		{"QueryRow", 2, func() error {
+			var s string
+			return raw.QueryRowContext(ctx, benchRead, "ann").Scan(&s)
+		}, func() error {
+			var s string
+			return face.QueryRowContext(ctx, benchRead, "ann").Scan(&s)
+		}},
+		{"Exec", 2, func() error {
+			_, err := raw.ExecContext(ctx, update, "ann")
+			return err
+		}, func() error {
+			_, err := face.ExecContext(ctx, update, "ann")
+			return err
+		}},
 		// database/sql starts a goroutine per transaction (Tx.awaitDone):
 		// whether starting it allocates depends on whether the last one has
 		// ended yet, so each transaction lets it end first.
-		{"BeginTx", func() error {
+		{"DB.BeginTx", 4, func() error {
 			tx, err := raw.BeginTx(ctx, nil)
 			if err != nil {
 				return err
@@ -171,28 +256,12 @@ func TestRouterAddsNoAllocations(t *testing.T) {
 			runtime.Gosched()
 			return err
 		}},
-	}
-	// Earlier tests' garbage may have finalizers (files, connections) that
-	// allocate when they run: collect it now, and no more while measuring.
-	runtime.GC()
-	runtime.GC()
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
-	allocs := func(op func() error) float64 {
-		least := math.Inf(1)
-		for range 3 {
-			least = min(least, testing.AllocsPerRun(200, func() {
-				if err := op(); err != nil {
-					t.Fatal(err)
-				}
-			}))
-		}
-		return least
-	}
-	for _, op := range ops {
+	} {
 		t.Run(op.name, func(t *testing.T) {
-			want, got := allocs(op.raw), allocs(op.router)
-			if got > want {
-				t.Errorf("router: %.1f allocs per call, raw *sql.DB: %.1f", got, want)
+			want, got := allocs(t, op.raw), allocs(t, op.router)
+			t.Logf("SQL() face %s: %.0f allocs per call, raw *sql.DB %.0f", op.name, got, want)
+			if got > want+op.extra {
+				t.Errorf("SQL() face: %.1f allocs per call, raw *sql.DB: %.1f, expected at most %.0f more", got, want, op.extra)
 			}
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -86,6 +87,7 @@ type pendingWrite struct {
 	ctx  context.Context // of the query or transaction: once it is done, so is the write
 	tx   *sql.Tx         // a transaction: ended once committed or rolled back
 	rows *sql.Rows       // a writing query: ended once its rows are closed
+	over *atomic.Bool    // a transaction or writing query of the SQL() face: ended once set
 }
 
 // ended reports whether the write is over, so that the primary's position
@@ -93,6 +95,8 @@ type pendingWrite struct {
 // call it without holding Session.mu.
 func (p *pendingWrite) ended() bool {
 	switch {
+	case p.over != nil:
+		return p.over.Load()
 	case p.tx == nil && p.rows == nil:
 		return true
 	case p.ctx.Err() != nil:
@@ -329,6 +333,14 @@ func (db *DB) noteQueryWrite(ctx context.Context, s *Session, rows *sql.Rows) {
 	}
 }
 
+// noteOpen records a transaction or writing query of the SQL() face under
+// session s, if any: it is over once over is set.
+func (db *DB) noteOpen(s *Session, over *atomic.Bool) {
+	if s != nil {
+		db.note(s, &pendingWrite{db: db, over: over})
+	}
+}
+
 // noteTx records a read-write transaction begun under session s (of ctx),
 // if any.
 func (db *DB) noteTx(ctx context.Context, s *Session, tx *sql.Tx) {
@@ -342,7 +354,7 @@ func (db *DB) noteTx(ctx context.Context, s *Session, tx *sql.Tx) {
 // rows are open, stays pending until it ends, and its window starts then. (Callers check for a session first, so that statements without one
 // allocate nothing.)
 func (db *DB) note(s *Session, p *pendingWrite) {
-	if !db.causal() && p.tx == nil && p.rows == nil {
+	if !db.causal() && p.tx == nil && p.rows == nil && p.over == nil {
 		s.advance(0, db.cfg.clock.now())
 		return
 	}
@@ -366,7 +378,7 @@ func (s *Session) addPending(p *pendingWrite) {
 	defer s.mu.Unlock()
 	if len(ended) > 0 {
 		s.pending = slices.DeleteFunc(s.pending, func(q *pendingWrite) bool { return slices.Contains(ended, q) })
-		if p.tx != nil || p.rows != nil {
+		if p.tx != nil || p.rows != nil || p.over != nil {
 			s.pending = append(s.pending, &pendingWrite{db: p.db})
 		}
 	}

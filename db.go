@@ -41,6 +41,7 @@ type DB struct {
 	byName map[string]*node
 	owned  bool // Open opened the handles, so Close closes them
 	events emitter
+	face   *sql.DB // SQL(): a *sql.DB over virtual connections (face.go)
 
 	ctx    context.Context // ends when Close is called
 	cancel context.CancelFunc
@@ -142,6 +143,7 @@ func newDB(handles []*sql.DB, names []string, owned bool, opts []Option) (*DB, e
 		db.byName[n.name] = n
 	}
 	db.ctx, db.cancel = context.WithCancel(context.Background())
+	db.face = sql.OpenDB(&connector{db: db})
 	db.events.start(db.emit)
 	db.startHealth()
 	return db, nil
@@ -207,8 +209,8 @@ func (db *DB) Close() error {
 		db.closed.Store(true)
 		db.cancel()
 		db.wg.Wait()
-		db.events.stop() // after the probe loops: they queue no more
-		var errs []error
+		db.events.stop()                 // after the probe loops: they queue no more
+		errs := []error{db.face.Close()} // before the nodes' handles: its connections go back to them
 		for _, n := range db.nodes {
 			if n.probes != n.db {
 				errs = append(errs, nodeErr(n, "close", n.probes.Close()))

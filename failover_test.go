@@ -140,7 +140,7 @@ func TestWritesWaitForAPrimary(t *testing.T) {
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		assert.Less(t, time.Since(began), 5*time.Second)
 		_, err = pc.db.BeginTx(cctx, nil)
-		assert.ErrorIs(t, err, ErrNoPrimary)
+		assert.ErrorIs(t, err, context.DeadlineExceeded, "the context, spent waiting, ends the transaction's wait too")
 	})
 	t.Run("bounded by the option", func(t *testing.T) {
 		pc := newPGCluster(t, 1, WithPrimaryWait(20*time.Millisecond))
@@ -149,7 +149,12 @@ func TestWritesWaitForAPrimary(t *testing.T) {
 		pc.probe()
 		_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
 		assert.ErrorIs(t, err, ErrNoPrimary)
-		_, err = pc.db.Conn(ctx)
+		c, err := pc.db.Conn(ctx) // routed when its statements are sent
+		require.NoError(t, err)
+		_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+		assert.ErrorIs(t, err, ErrNoPrimary)
+		require.NoError(t, c.Close())
+		_, err = pc.db.BeginTx(ctx, nil)
 		assert.ErrorIs(t, err, ErrNoPrimary)
 		assert.ErrorIs(t, pc.db.QueryRowContext(ctx, "INSERT INTO t VALUES (1) RETURNING 1").Scan(new(int)), ErrNoPrimary)
 	})

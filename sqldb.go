@@ -71,35 +71,16 @@ func (db *DB) Exec(query string, args ...any) (sql.Result, error) {
 // WithReadOnlyTxOnReplica(false), or the isolation level is SERIALIZABLE,
 // which standbys refuse). A read-only transaction whose BEGIN fails on a
 // broken connection is begun once more on another eligible node.
+//
+// It is a transaction of the SQL() face: its node is chosen when BEGIN is
+// about to be sent (a node that lost its role while the transaction waited
+// for a connection is not used), and errors inside it are passive health
+// signals, as on routed statements.
 func (db *DB) BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	write := opts == nil || !opts.ReadOnly || !db.cfg.readOnlyTxOnReplica || opts.Isolation == sql.LevelSerializable
-	rc := routeOf(ctx)
-	n, pinned, err := db.route(ctx, rc, "", write)
-	if err != nil {
-		return nil, err
-	}
-	tx, err := n.db.BeginTx(ctx, opts)
-	n.count(write, err)
-	if err == nil {
-		if write {
-			db.noteTx(ctx, rc.session, tx)
-		}
-		return tx, nil
-	}
-	again, _ := db.rerouteRead(ctx, rc, n, pinned, write, err)
-	if again == nil || !isConnError(err) {
-		return nil, nodeErr(n, "begin", err)
-	}
-	tx, err = again.db.BeginTx(ctx, opts)
-	again.count(write, err)
-	if err != nil {
-		db.signal(again, err)
-		return nil, nodeErr(again, "begin", err)
-	}
-	return tx, nil
+	return db.face.BeginTx(ctx, opts)
 }
 
 // Begin starts a transaction on the primary. Begin uses context.Background
@@ -108,24 +89,17 @@ func (db *DB) Begin() (*sql.Tx, error) {
 	return db.BeginTx(context.Background(), nil)
 }
 
-// PrepareContext creates a prepared statement on the node that serves that
-// SQL now (a replica for a read, the primary for a write), with exactly the
-// *sql.DB signature. The *sql.Stmt stays on that node: it does not follow a
-// failover. For long-lived statements use PrepareRouted.
+// PrepareContext creates a prepared statement with exactly the *sql.DB
+// signature, of the SQL() face: routed every time it runs, to whatever node
+// then serves it (a read to a replica, a write to the primary), so it
+// follows a failover. The driver prepares it on each node it meets (pgx
+// does, with its statement cache). It is prepared once now, on the node that
+// would serve it, so that errors in the SQL show here.
 func (db *DB) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	n, _, err := db.route(ctx, routeOf(ctx), query, !sqlclass.Classify(query))
-	if err != nil {
-		return nil, err
-	}
-	st, err := n.db.PrepareContext(ctx, query)
-	if err != nil {
-		db.signal(n, err)
-		return nil, nodeErr(n, "prepare", err)
-	}
-	return st, nil
+	return db.face.PrepareContext(ctx, query)
 }
 
 // Prepare creates a prepared statement as PrepareContext. Prepare uses
@@ -135,20 +109,26 @@ func (db *DB) Prepare(query string) (*sql.Stmt, error) {
 }
 
 // Conn returns a single connection to the primary, for session state that
-// must stay on one connection. Statements on it bypass routing.
+// must stay on one connection: every statement on it goes to the primary.
+// It is a connection of the SQL() face, so its statements are routed when
+// they are sent: they follow a new primary, until one leaves state in the
+// server session (SET, LISTEN, a temporary table, an advisory lock, …);
+// from then on they run on that server session, and fail with
+// ErrSessionMoved if its node stops being the primary.
 func (db *DB) Conn(ctx context.Context) (*sql.Conn, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	n, _, err := db.route(ctx, routeOf(ctx), "", true)
+	c, err := db.face.Conn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c, err := n.db.Conn(ctx)
-	n.count(true, err)
-	if err != nil {
-		db.signal(n, err)
-		return nil, nodeErr(n, "conn", err)
+	if err := c.Raw(func(dc any) error {
+		dc.(*vconn).primaryOnly = true
+		return nil
+	}); err != nil {
+		c.Close()
+		return nil, err
 	}
 	return c, nil
 }

@@ -28,34 +28,48 @@ import (
 // other bytes), so an address that was reused costs a lookup, never a wrong
 // answer.
 func Classify(query string) (readOnly bool) {
+	readOnly, _ = Describe(query)
+	return readOnly
+}
+
+// Describe is Classify that also reports LeavesSessionState(query) (false
+// for a read-only query, which cannot), from the same cache.
+func Describe(query string) (readOnly, session bool) {
 	if len(query) > MaxCachedLen {
-		return IsReadOnly(query)
+		return describe(query)
 	}
 	p := addrSlot(query)
 	if e := addrEntries[p].Load(); e != nil {
 		if e.constant && unsafe.StringData(e.query) == unsafe.StringData(query) && len(e.query) == len(query) {
-			return e.readOnly // the same read-only bytes
+			return e.readOnly, e.session // the same read-only bytes
 		}
 		if e.query == query {
-			return e.readOnly
+			return e.readOnly, e.session
 		}
 	}
 	h := maphash.String(cacheSeed, query)
 	i := h & (cacheSlots - 1)
 	if e := cacheEntries[i].Load(); e != nil && e.query == query {
 		addrEntries[p].Store(e)
-		return e.readOnly
+		return e.readOnly, e.session
 	}
-	readOnly = IsReadOnly(query)
+	readOnly, session = describe(query)
 	if cacheSeen[i].Swap(h) == h {
-		e := &cacheEntry{query: query, readOnly: readOnly, constant: inReadOnly(query)}
+		e := &cacheEntry{query: query, readOnly: readOnly, session: session, constant: inReadOnly(query)}
 		if !e.constant {
 			e.query = strings.Clone(query) // never keep bytes someone else may write
 		}
 		cacheEntries[i].Store(e)
 		addrEntries[p].Store(e)
 	}
-	return readOnly
+	return readOnly, session
+}
+
+func describe(query string) (readOnly, session bool) {
+	if IsReadOnly(query) {
+		return true, false
+	}
+	return false, LeavesSessionState(query)
 }
 
 // addrSlot returns the slot of the address table for query: a Fibonacci
@@ -75,6 +89,7 @@ const addrBits = 12 // the address table has 1<<addrBits slots
 type cacheEntry struct {
 	query    string
 	readOnly bool
+	session  bool // LeavesSessionState
 	constant bool // query is the caller's own string, in read-only memory
 }
 

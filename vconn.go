@@ -1,0 +1,466 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"sync/atomic"
+
+	"github.com/dbrouter/dbrouter/internal/sqlclass"
+)
+
+// vconn is a virtual connection of the SQL() face: database/sql uses one
+// from one goroutine at a time. It routes each statement when database/sql
+// hands it over, and runs it on a connection of the chosen node's pool,
+// taken for that statement, or held for a transaction or a pinned session.
+type vconn struct {
+	db          *DB
+	phys        *physConn // held: for the transaction in progress, or for good once pinned
+	tx          bool      // a transaction is in progress on phys
+	pinned      bool      // phys's server session holds state: every statement runs there
+	wrote       bool      // a write ran since the connection left the pool: reads go to the primary
+	primaryOnly bool      // taken by DB.Conn: everything goes to the primary
+	bad         bool      // its session moved: every statement fails, and the pool discards it
+
+	// Reused for statement after statement, when free: one statement runs
+	// at a time, and rarely do rows stay open while another runs.
+	spare     physConn
+	spareBusy bool
+	rows      vrows
+	rowsBusy  bool
+}
+
+var (
+	_ driver.Conn               = (*vconn)(nil)
+	_ driver.ConnBeginTx        = (*vconn)(nil)
+	_ driver.ConnPrepareContext = (*vconn)(nil)
+	_ driver.QueryerContext     = (*vconn)(nil)
+	_ driver.ExecerContext      = (*vconn)(nil)
+	_ driver.Pinger             = (*vconn)(nil)
+	_ driver.SessionResetter    = (*vconn)(nil)
+	_ driver.Validator          = (*vconn)(nil)
+	_ driver.NamedValueChecker  = (*vconn)(nil)
+)
+
+// routeFor routes a statement of c: as any statement under ctx, except that
+// a read after a write of the connection, or on DB.Conn's, goes to the
+// primary.
+func (c *vconn) routeFor(ctx context.Context, query string, write bool) (ctxRoute, *node, bool, error) {
+	rc := routeOf(ctx)
+	if c.primaryOnly || !write && c.wrote {
+		rc.usePrimary = true
+	}
+	n, pinned, err := c.db.route(ctx, rc, query, write)
+	return rc, n, pinned, err
+}
+
+// take routes a statement and takes a connection of the node it goes to.
+// A node that lost its role while the statement waited for that connection
+// (nothing was sent yet) is given up, and the statement routed again.
+func (c *vconn) take(ctx context.Context, query string, write bool) (rc ctxRoute, p *physConn, pinned bool, err error) {
+	for range 3 {
+		var n *node
+		rc, n, pinned, err = c.routeFor(ctx, query, write)
+		if err != nil {
+			return rc, nil, false, err
+		}
+		if p, err = c.acquire(ctx, n); err != nil {
+			c.db.signal(n, err)
+			return rc, nil, false, nodeErr(n, "conn", err)
+		}
+		if c.db.serves(p.n, write || rc.usePrimary) {
+			return rc, p, pinned, nil
+		}
+		p.release(c.db, true)
+	}
+	if write {
+		return rc, nil, false, ErrNoPrimary
+	}
+	return rc, nil, false, ErrNoReplica
+}
+
+// serves reports whether n may still run a statement routed to it: the
+// primary a write (or a read demanded of the primary), an eligible node a
+// read.
+func (db *DB) serves(n *node, primary bool) bool {
+	t := db.table.Load()
+	if primary {
+		return t.primary == n
+	}
+	return t.readable(n)
+}
+
+// held returns the connection a statement must run on, when c holds one:
+// its transaction's, or its pinned session's while that node is still the
+// primary. A pinned session whose node is not the primary any more fails
+// with ErrSessionMoved, and c is discarded.
+func (c *vconn) held() (*physConn, error) {
+	if c.bad {
+		return nil, ErrSessionMoved
+	}
+	switch {
+	case c.tx:
+		return c.phys, nil
+	case c.pinned:
+		if c.db.table.Load().primary != c.phys.n {
+			c.bad, c.pinned = true, false
+			c.phys.release(c.db, true)
+			c.phys = nil
+			return nil, ErrSessionMoved
+		}
+		return c.phys, nil
+	}
+	return nil, nil
+}
+
+// QueryContext runs a query, routed as DB.QueryContext routes it.
+func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	if c.db.closed.Load() {
+		return nil, ErrClosed
+	}
+	readOnly, session := sqlclass.Describe(query)
+	write := !readOnly
+	if p, err := c.held(); p != nil || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		rows, err := queryOn(ctx, p.dc, query, args)
+		c.done(p.n, write, session, err)
+		if err != nil {
+			return nil, nodeErr(p.n, "query", err)
+		}
+		return c.newRows(rows, nil, nil), nil
+	}
+	rc, p, pinned, err := c.take(ctx, query, write)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := queryOn(ctx, p.dc, query, args)
+	if err == nil {
+		return c.opened(rc, p, rows, write, session), nil
+	}
+	c.done(p.n, write, false, err)
+	p.release(c.db, isConnError(err))
+	again, misroute := c.db.rerouteRead(ctx, rc, p.n, pinned, write, err)
+	if again == nil {
+		if write && isConnError(err) {
+			c.db.noteWrite(rc.session) // sent, and maybe committed: its outcome is unknown
+		}
+		return nil, nodeErr(p.n, "query", err)
+	}
+	if p, err = c.acquire(ctx, again); err != nil {
+		c.db.signal(again, err)
+		return nil, nodeErr(again, "conn", err)
+	}
+	if rows, err = queryOn(ctx, p.dc, query, args); err != nil {
+		c.done(again, write, false, err)
+		p.release(c.db, isConnError(err))
+		return nil, nodeErr(again, "query", err)
+	}
+	return c.opened(rc, p, rows, write || misroute, false), nil
+}
+
+// opened accounts for rows a statement opened on p, taken for it: p goes
+// back to its pool when they are closed, or stays c's when the statement
+// left session state.
+func (c *vconn) opened(rc ctxRoute, p *physConn, rows driver.Rows, write, session bool) driver.Rows {
+	c.done(p.n, write, session, nil)
+	if session {
+		c.phys, c.pinned = p, true
+		return c.newRows(rows, nil, nil)
+	}
+	var over *atomic.Bool
+	if write && rc.session != nil {
+		over = new(atomic.Bool) // the write commits once the rows are closed
+		c.db.noteOpen(rc.session, over)
+	}
+	return c.newRows(rows, p, over)
+}
+
+// newRows wraps rows for database/sql: release, when set, goes back to its
+// pool once they are closed, and over is set then.
+func (c *vconn) newRows(rows driver.Rows, release *physConn, over *atomic.Bool) *vrows {
+	var r *vrows
+	if c.rowsBusy {
+		r = new(vrows)
+	} else {
+		c.rowsBusy = true
+		r = &c.rows
+	}
+	*r = vrows{Rows: rows, c: c, release: release, over: over}
+	return r
+}
+
+// done counts a statement that ran on n and what it did to c: a write makes
+// c read from the primary, session state pins it, and an error is a passive
+// health signal.
+func (c *vconn) done(n *node, write, session bool, err error) {
+	n.count(write, err)
+	if err != nil {
+		c.db.signal(n, err)
+		return
+	}
+	if write {
+		c.wrote = true
+	}
+	if session && c.phys != nil {
+		c.pinned = true
+	}
+}
+
+// ExecContext runs a statement that returns no rows, routed as
+// DB.ExecContext routes it: on the primary, never run again by the router.
+func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if c.db.closed.Load() {
+		return nil, ErrClosed
+	}
+	_, session := sqlclass.Describe(query)
+	if p, err := c.held(); p != nil || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		res, err := execOn(ctx, p.dc, query, args)
+		c.done(p.n, true, session, err)
+		if err != nil {
+			return nil, nodeErr(p.n, "exec", err)
+		}
+		return res, nil
+	}
+	rc, p, _, err := c.take(ctx, query, true)
+	if err != nil {
+		return nil, err
+	}
+	res, err := execOn(ctx, p.dc, query, args)
+	c.done(p.n, true, false, err)
+	if err != nil {
+		p.release(c.db, isConnError(err))
+		if isConnError(err) {
+			c.db.noteWrite(rc.session)
+		}
+		return nil, nodeErr(p.n, "exec", err)
+	}
+	if session {
+		c.phys, c.pinned = p, true
+	} else {
+		p.release(c.db, false)
+	}
+	c.db.noteWrite(rc.session)
+	return res, nil
+}
+
+// BeginTx begins a transaction, routed as DB.BeginTx routes it, and holds
+// its connection until it ends.
+func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	if c.db.closed.Load() {
+		return nil, ErrClosed
+	}
+	write := !opts.ReadOnly || !c.db.cfg.readOnlyTxOnReplica || sql.IsolationLevel(opts.Isolation) == sql.LevelSerializable
+	p, err := c.held()
+	if err != nil {
+		return nil, err
+	}
+	rc := routeOf(ctx)
+	if p == nil {
+		var pinned bool
+		if rc, p, pinned, err = c.take(ctx, "", write); err != nil {
+			return nil, err
+		}
+		tx, err := beginOn(ctx, p.dc, opts)
+		if err != nil {
+			n := p.n
+			c.done(n, write, false, err)
+			p.release(c.db, isConnError(err))
+			again, _ := c.db.rerouteRead(ctx, rc, n, pinned, write, err)
+			if again == nil || !isConnError(err) {
+				return nil, nodeErr(n, "begin", err)
+			}
+			if p, err = c.acquire(ctx, again); err != nil {
+				return nil, nodeErr(again, "conn", err)
+			}
+			if tx, err = beginOn(ctx, p.dc, opts); err != nil {
+				c.done(again, write, false, err)
+				p.release(c.db, isConnError(err))
+				return nil, nodeErr(again, "begin", err)
+			}
+		}
+		c.phys = p
+		return c.begun(rc, tx, write), nil
+	}
+	tx, err := beginOn(ctx, p.dc, opts)
+	if err != nil {
+		c.done(p.n, write, false, err)
+		return nil, nodeErr(p.n, "begin", err)
+	}
+	return c.begun(rc, tx, write), nil
+}
+
+// begun accounts for a transaction begun on c.phys.
+func (c *vconn) begun(rc ctxRoute, tx driver.Tx, write bool) driver.Tx {
+	c.done(c.phys.n, write, false, nil)
+	c.wrote = c.wrote && write // the transaction's reads are its own
+	c.tx = true
+	t := &vtx{c: c, tx: tx, write: write}
+	if write {
+		t.over = new(atomic.Bool)
+		c.db.noteOpen(rc.session, t.over)
+	}
+	return t
+}
+
+// vtx is a transaction of the SQL() face.
+type vtx struct {
+	c     *vconn
+	tx    driver.Tx
+	write bool
+	over  *atomic.Bool // set when it ends, for sessions
+}
+
+func (t *vtx) Commit() error   { return t.end(t.tx.Commit()) }
+func (t *vtx) Rollback() error { return t.end(t.tx.Rollback()) }
+
+// end gives the transaction's connection back, unless c's session is pinned
+// to it.
+func (t *vtx) end(err error) error {
+	c := t.c
+	c.tx = false
+	if t.over != nil {
+		t.over.Store(true)
+	}
+	if err != nil {
+		c.db.signal(c.phys.n, err)
+		err = nodeErr(c.phys.n, "commit", err)
+	} else if t.write {
+		c.wrote = true // its reads, from now on, must see what it wrote
+	}
+	if !c.pinned {
+		c.phys.release(c.db, isConnError(err))
+		c.phys = nil
+	}
+	return err
+}
+
+// PrepareContext returns a statement that c runs as it runs any other:
+// routed each time it is executed, on whatever node then serves it (the
+// driver may prepare it there, as pgx does with its statement cache). It
+// is prepared once on the node that would serve it now, so that errors in
+// the SQL show here, as with *sql.DB.
+func (c *vconn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	if c.db.closed.Load() {
+		return nil, ErrClosed
+	}
+	readOnly, _ := sqlclass.Describe(query)
+	p, err := c.held()
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		if _, p, _, err = c.take(ctx, query, !readOnly); err != nil {
+			return nil, err
+		}
+		defer func() { p.release(c.db, isConnError(err)) }()
+	}
+	if err = checkOn(ctx, p.dc, query); err != nil {
+		c.db.signal(p.n, err)
+		return nil, nodeErr(p.n, "prepare", err)
+	}
+	return &vstmt{c: c, query: query}, nil
+}
+
+// Prepare is PrepareContext with context.Background.
+func (c *vconn) Prepare(query string) (driver.Stmt, error) {
+	return c.PrepareContext(context.Background(), query)
+}
+
+// Begin is BeginTx with context.Background and default options.
+func (c *vconn) Begin() (driver.Tx, error) {
+	return c.BeginTx(context.Background(), driver.TxOptions{})
+}
+
+// Ping checks the primary: a connection of its pool answers a ping.
+func (c *vconn) Ping(ctx context.Context) error {
+	p, err := c.held()
+	if err != nil {
+		return err
+	}
+	if p == nil {
+		if _, p, _, err = c.take(ctx, "", true); err != nil {
+			return err
+		}
+		defer func() { p.release(c.db, isConnError(err)) }()
+	}
+	if err = pingOn(ctx, p.dc); err != nil {
+		c.db.signal(p.n, err)
+		return nodeErr(p.n, "ping", err)
+	}
+	return nil
+}
+
+// ResetSession readies c for its next user, from the pool: it has written
+// nothing yet.
+func (c *vconn) ResetSession(ctx context.Context) error {
+	if c.bad {
+		return driver.ErrBadConn
+	}
+	c.wrote, c.primaryOnly = false, false
+	return nil
+}
+
+// IsValid keeps c in the pool unless its session moved or is pinned: a
+// pinned server session holds its user's state, which no other caller may
+// inherit.
+func (c *vconn) IsValid() bool { return !c.bad && !c.pinned && !c.tx }
+
+// CheckNamedValue takes every argument as it is: the node's driver converts
+// it when the statement runs (see convertArgs), as it would have on its own.
+func (c *vconn) CheckNamedValue(*driver.NamedValue) error { return nil }
+
+// Close gives back the connection c holds; a pinned session's or an
+// unfinished transaction's is closed, not pooled.
+func (c *vconn) Close() error {
+	if c.phys != nil {
+		c.phys.release(c.db, true)
+		c.phys = nil
+	}
+	return nil
+}
+
+// vstmt is a prepared statement of the SQL() face: its query, run by its
+// connection as any other (see PrepareContext).
+type vstmt struct {
+	c     *vconn
+	query string
+}
+
+var (
+	_ driver.StmtExecContext  = (*vstmt)(nil)
+	_ driver.StmtQueryContext = (*vstmt)(nil)
+)
+
+func (s *vstmt) Close() error  { return nil }
+func (s *vstmt) NumInput() int { return -1 }
+
+func (s *vstmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	return s.c.ExecContext(ctx, s.query, args)
+}
+
+func (s *vstmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	return s.c.QueryContext(ctx, s.query, args)
+}
+
+// Exec and Query are for drivers from before contexts; database/sql calls
+// the Context methods.
+func (s *vstmt) Exec(args []driver.Value) (driver.Result, error) {
+	return s.ExecContext(context.Background(), named(args))
+}
+
+func (s *vstmt) Query(args []driver.Value) (driver.Rows, error) {
+	return s.QueryContext(context.Background(), named(args))
+}
+
+func named(args []driver.Value) []driver.NamedValue {
+	nv := make([]driver.NamedValue, len(args))
+	for i, a := range args {
+		nv[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
+	}
+	return nv
+}
