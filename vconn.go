@@ -139,14 +139,15 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 	if err == nil {
 		return c.opened(rc, p, rows, write, session), nil
 	}
-	c.done(p.n, write, false, err)
+	n := p.n
+	c.done(n, write, false, err)
 	p.release(c.db, isConnError(err))
-	again, misroute := c.db.rerouteRead(ctx, rc, p.n, pinned, write, err)
+	again, misroute := c.db.rerouteRead(ctx, rc, n, pinned, write, err)
 	if again == nil {
 		if write && isConnError(err) {
 			c.db.noteWrite(rc.session) // sent, and maybe committed: its outcome is unknown
 		}
-		return nil, nodeErr(p.n, "query", err)
+		return nil, nodeErr(n, "query", err)
 	}
 	if p, err = c.acquire(ctx, again); err != nil {
 		c.db.signal(again, err)
@@ -231,13 +232,14 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 		return nil, err
 	}
 	res, err := execOn(ctx, p.dc, query, args)
-	c.done(p.n, true, false, err)
+	n := p.n
+	c.done(n, true, false, err)
 	if err != nil {
 		p.release(c.db, isConnError(err))
 		if isConnError(err) {
-			c.db.noteWrite(rc.session)
+			c.db.noteWrite(rc.session) // sent, and maybe committed: its outcome is unknown
 		}
-		return nil, nodeErr(p.n, "exec", err)
+		return nil, nodeErr(n, "exec", err)
 	}
 	if session {
 		c.phys, c.pinned = p, true
