@@ -3,6 +3,7 @@ package dbrouter
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -23,8 +24,15 @@ const (
 	EventPromoted                             // the router promoted Node (WithAutoPromote)
 	EventPromoteFailed                        // the router's promotion of Node failed, or was called off (Err)
 	EventMissingGrant                         // the probing role cannot see replicas' WAL receivers (Detail: the GRANT to run)
+
+	eventKinds // how many kinds there are, plus one
 )
 
+// Code returns the kind in snake case, as the status page's JSON and metric
+// labels spell it: "node_down", "primary_changed", "missing_grant", ….
+func (k EventKind) Code() string { return strings.ReplaceAll(k.String(), " ", "_") }
+
+// String returns the kind in words: "node down", "primary changed", ….
 func (k EventKind) String() string {
 	switch k {
 	case EventNodeDown:
@@ -71,6 +79,33 @@ func (db *DB) event(kind EventKind, n *node, now time.Time, detail string, err e
 		e.Node = n.name
 	}
 	return e
+}
+
+// recentEvents is how many events Status keeps.
+const recentEvents = 100
+
+// queueLocked queues events for delivery, in the order the state changed,
+// and keeps them among the recent ones Status shows. DB.mu is held.
+func (db *DB) queueLocked(events ...Event) {
+	for _, e := range events {
+		db.hs.recent[db.hs.recentN%recentEvents] = e
+		db.hs.recentN++
+		if int(e.Kind) < len(db.hs.eventCounts) {
+			db.hs.eventCounts[e.Kind]++
+		}
+	}
+	db.events.push(events...)
+}
+
+// recentLocked returns a copy of the recent events, oldest first. DB.mu is
+// held.
+func (db *DB) recentLocked() []Event {
+	n := min(db.hs.recentN, recentEvents)
+	out := make([]Event, 0, n)
+	for i := db.hs.recentN - n; i < db.hs.recentN; i++ {
+		out = append(out, db.hs.recent[i%recentEvents])
+	}
+	return out
 }
 
 // emitter delivers events from one goroutine of its own, in the order they

@@ -3,6 +3,7 @@ package dbrouter
 import (
 	"context"
 	"database/sql"
+	"time"
 )
 
 // call is one statement to run on some node: through the node's *sql.DB, or
@@ -40,67 +41,84 @@ func (c *call) exec(ctx context.Context, n *node, args []any) (sql.Result, error
 // rerouteRead decides where a failed routed read runs again: on the primary
 // when a replica refused it as something only a primary can run (a write,
 // SQLSTATE 25006, the classifier could not know of, e.g. in a volatile
-// function; 55000 or 0A000, see refusedByStandby; misroute is then true), on another
-// eligible node when the connection failed before any row came back (not
-// when the node was pinned: a read demanded of the primary must not quietly
-// come from a replica). It returns nil when the read must not run again.
-// Writes never run again.
-func (db *DB) rerouteRead(ctx context.Context, rc ctxRoute, n *node, pinned, write bool, err error) (again *node, misroute bool) {
+// function; 55000 or 0A000, see refusedByStandby: ReasonMisroute), on
+// another eligible node when the connection failed before any row came back
+// (ReasonRetry; not when the node was pinned: a read demanded of the primary
+// must not quietly come from a replica). It returns nil when the read must
+// not run again. Writes never run again.
+func (db *DB) rerouteRead(ctx context.Context, rc ctxRoute, d decision, write bool, err error) (*node, Reason) {
+	n := d.n
 	db.signal(n, err)
 	if write || ctx.Err() != nil {
-		return nil, false
+		return nil, 0
 	}
 	t := db.table.Load()
 	switch {
 	case refusedByStandby(err) && n != t.primary:
 		p, perr := db.primaryNode(ctx)
 		if perr != nil || p == n {
-			return nil, false
+			return nil, 0
 		}
 		n.misroutes.Add(1)
-		return p, true
-	case isConnError(err) && !pinned:
-		other, rerr := db.replicaNode(ctx, rc, t, n)
+		return p, ReasonMisroute
+	case isConnError(err) && !d.pinned:
+		other, _, rerr := db.replicaNode(ctx, rc, t, n)
 		if rerr != nil || other == n {
-			return nil, false
+			return nil, 0
 		}
 		n.retries.Add(1)
-		return other, false
+		return other, ReasonRetry
 	}
-	return nil, false
+	return nil, 0
 }
 
 func (db *DB) queryCall(ctx context.Context, c call, args []any) (*sql.Rows, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
+	var start time.Time
+	if db.cfg.stmtHook != nil {
+		start = time.Now()
+	}
 	rc := routeOf(ctx)
-	n, pinned, err := db.route(ctx, rc, c.query, c.write)
+	d, err := db.route(ctx, rc, c.query, c.write)
 	if err != nil {
+		if db.cfg.stmtHook != nil {
+			db.observe(start, nil, d.why, c.query, c.write, err)
+		}
 		return nil, err
 	}
-	rows, err := c.rows(ctx, n, args)
-	n.count(c.write, err)
+	rows, err := c.rows(ctx, d.n, args)
+	d.n.count(c.write, err)
+	if db.cfg.stmtHook != nil {
+		db.observe(start, d.n, d.why, c.query, c.write, err)
+	}
 	if err == nil {
 		if c.write {
 			db.noteQueryWrite(ctx, rc.session, rows)
 		}
 		return rows, nil
 	}
-	again, misroute := db.rerouteRead(ctx, rc, n, pinned, c.write, err)
+	again, why := db.rerouteRead(ctx, rc, d, c.write, err)
 	if again == nil {
 		if c.write && isConnError(err) {
 			db.noteWrite(rc.session) // sent, and maybe committed: its outcome is unknown
 		}
-		return nil, nodeErr(n, "query", err)
+		return nil, nodeErr(d.n, "query", err)
+	}
+	if db.cfg.stmtHook != nil {
+		start = time.Now()
 	}
 	rows, err = c.rows(ctx, again, args)
 	again.count(c.write, err)
+	if db.cfg.stmtHook != nil {
+		db.observe(start, again, why, c.query, c.write, err)
+	}
 	if err != nil {
 		db.signal(again, err)
 		return nil, nodeErr(again, "query", err)
 	}
-	if misroute {
+	if why == ReasonMisroute {
 		db.noteQueryWrite(ctx, rc.session, rows) // it wrote after all
 	}
 	return rows, nil
@@ -110,22 +128,32 @@ func (db *DB) execCall(ctx context.Context, c call, args []any) (sql.Result, err
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
+	var start time.Time
+	if db.cfg.stmtHook != nil {
+		start = time.Now()
+	}
 	rc := routeOf(ctx)
-	n, _, err := db.route(ctx, rc, c.query, true)
+	d, err := db.route(ctx, rc, c.query, true)
 	if err != nil {
+		if db.cfg.stmtHook != nil {
+			db.observe(start, nil, d.why, c.query, true, err)
+		}
 		return nil, err
 	}
-	res, err := c.exec(ctx, n, args)
-	n.count(true, err)
+	res, err := c.exec(ctx, d.n, args)
+	d.n.count(true, err)
+	if db.cfg.stmtHook != nil {
+		db.observe(start, d.n, d.why, c.query, true, err)
+	}
 	if err != nil {
-		db.signal(n, err)
+		db.signal(d.n, err)
 		if isConnError(err) {
 			// The connection failed after the statement was sent, maybe
 			// after the server committed it: the session must not read
 			// from a replica until the primary's position covers it.
 			db.noteWrite(rc.session)
 		}
-		return nil, nodeErr(n, "exec", err)
+		return nil, nodeErr(d.n, "exec", err)
 	}
 	db.noteWrite(rc.session)
 	return res, nil

@@ -317,7 +317,7 @@ func (db *DB) promote() {
 		ev = db.event(EventPromoteFailed, n, now, "", err)
 	}
 	db.mu.Lock()
-	db.events.push(ev)
+	db.queueLocked(ev)
 	db.mu.Unlock()
 	if ev.Kind == EventPromoted {
 		db.probeAndApply(n) // see it as a primary before anything else decides

@@ -32,6 +32,10 @@ type healthState struct {
 	samples         []lsnSample // the primary's WAL position over time, oldest first
 	promoting       bool
 	promoted        *node // the node promoted last, until a probe of it succeeds: no other promotion before
+
+	recent      [recentEvents]Event // the last events, a ring; see queueLocked
+	recentN     int                 // events queued so far
+	eventCounts [eventKinds]uint64  // events queued so far, by kind
 }
 
 // startHealth publishes the configured routing table, probes every node once
@@ -146,7 +150,7 @@ func (db *DB) noteMissingGrant(n *node) {
 		"and WithAutoPromote never promotes"
 	db.mu.Lock()
 	if db.ctx.Err() == nil {
-		db.events.push(db.event(EventMissingGrant, n, db.cfg.clock.now(), detail, nil))
+		db.queueLocked(db.event(EventMissingGrant, n, db.cfg.clock.now(), detail, nil))
 	}
 	db.mu.Unlock()
 }
@@ -313,7 +317,7 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 	wake := fast && !db.hs.fast
 	db.hs.fast = fast
 	promote := db.promotionDueLocked(now)
-	db.events.push(events...)
+	db.queueLocked(events...)
 	db.mu.Unlock()
 
 	if wake {

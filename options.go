@@ -49,6 +49,7 @@ type config struct {
 	maxLagTime          time.Duration
 	logger              *slog.Logger
 	hook                func(Event)
+	stmtHook            func(Statement)
 	routers             []Router
 	names               []string // primary first; nil when not set
 	session             SessionMode

@@ -34,77 +34,86 @@ func routeOf(ctx context.Context) ctxRoute {
 	return r
 }
 
+// decision is where route sends a statement, and why.
+type decision struct {
+	n      *node
+	pinned bool // the node was demanded (UsePrimary, a custom router's Primary or NodeNamed): a failed read is not run elsewhere
+	why    Reason
+}
+
 // route chooses the node for a statement. write is true for anything that
 // may write. It never returns a replica for a write, nor a node that is not
-// eligible. pinned says the node was demanded (UsePrimary, or a custom
-// router's Primary or NodeNamed): a failed read is then not run elsewhere.
-func (db *DB) route(ctx context.Context, rc ctxRoute, query string, write bool) (n *node, pinned bool, err error) {
+// eligible.
+func (db *DB) route(ctx context.Context, rc ctxRoute, query string, write bool) (decision, error) {
 	t := db.table.Load()
 	if rc == (ctxRoute{}) && len(db.cfg.routers) == 0 {
 		// The common case, in as few steps as possible: no session, no
 		// custom router, UsePrimary not asked for.
 		if write {
 			if t.primary != nil {
-				return t.primary, false, nil
+				return decision{n: t.primary, why: ReasonWrite}, nil
 			}
 		} else if len(t.replicas) > 0 {
-			return db.cfg.balancer.pick(t.replicas), false, nil
+			return decision{n: db.cfg.balancer.pick(t.replicas), why: ReasonRead}, nil
 		}
 	}
 	if rc.usePrimary {
-		n, err = db.primaryNode(ctx)
-		return n, true, err
+		n, err := db.primaryNode(ctx)
+		return decision{n: n, pinned: true, why: ReasonRouter}, err
 	}
 	for _, r := range db.cfg.routers {
 		if tg := r(ctx, query, write); tg.kind != targetDefault {
-			if n, pinned, ok, err := db.routeTo(ctx, rc, t, tg, write); ok {
-				return n, pinned, err
+			if d, ok, err := db.routeTo(ctx, rc, t, tg, write); ok {
+				return d, err
 			}
 			break // an answer the router may not have: the built-in rules decide
 		}
 	}
 	if write {
-		n, err = db.primaryNode(ctx)
-	} else {
-		n, err = db.replicaNode(ctx, rc, t, nil)
+		n, err := db.primaryNode(ctx)
+		return decision{n: n, why: ReasonWrite}, err
 	}
-	return n, false, err
+	n, why, err := db.replicaNode(ctx, rc, t, nil)
+	return decision{n: n, why: why}, err
 }
 
 // routeTo honours a custom router's answer tg, when safety allows; ok is
 // false when it does not and the built-in rules must decide.
-func (db *DB) routeTo(ctx context.Context, rc ctxRoute, t *table, tg Target, write bool) (n *node, pinned, ok bool, err error) {
+func (db *DB) routeTo(ctx context.Context, rc ctxRoute, t *table, tg Target, write bool) (d decision, ok bool, err error) {
 	switch tg.kind {
 	case targetPrimary:
-		n, err = db.primaryNode(ctx)
-		return n, true, true, err
+		n, err := db.primaryNode(ctx)
+		return decision{n: n, pinned: true, why: ReasonRouter}, true, err
 	case targetReplica:
 		if write {
-			return nil, false, false, nil
+			return d, false, nil
 		}
-		n, err = db.replicaNode(ctx, rc, t, nil)
-		return n, false, true, err
+		n, why, err := db.replicaNode(ctx, rc, t, nil)
+		if why == ReasonRead {
+			why = ReasonRouter
+		}
+		return decision{n: n, why: why}, true, err
 	case targetNode:
-		n = db.byName[tg.name]
+		n := db.byName[tg.name]
 		if n != nil && n == t.primary {
-			return n, true, true, nil
+			return decision{n: n, pinned: true, why: ReasonRouter}, true, nil
 		}
 		if n == nil || write || !t.readable(n) {
-			return nil, false, false, nil
+			return d, false, nil
 		}
 		// A session must not lose its writes to the router's choice; when
 		// it overrules it, the same answer picks another reader.
 		replicas, usePrimary, err := db.readers(ctx, rc, t)
 		if err != nil {
-			return nil, false, true, err
+			return d, true, err
 		}
 		if !usePrimary && slices.Contains(replicas, n) {
-			return n, true, true, nil
+			return decision{n: n, pinned: true, why: ReasonRouter}, true, nil
 		}
-		n, err = db.pickReader(ctx, replicas, usePrimary, nil)
-		return n, false, true, err
+		n, _, err = db.pickReader(ctx, replicas, usePrimary, nil)
+		return decision{n: n, why: ReasonSession}, true, err
 	}
-	return nil, false, false, nil
+	return d, false, nil
 }
 
 // primaryNode returns the current primary, waiting for one (WithPrimaryWait,
@@ -118,13 +127,17 @@ func (db *DB) primaryNode(ctx context.Context) (*node, error) {
 }
 
 // replicaNode picks an eligible replica for a read, other than avoid, or
-// falls back to the primary.
-func (db *DB) replicaNode(ctx context.Context, rc ctxRoute, t *table, avoid *node) (*node, error) {
+// falls back to the primary, and says why.
+func (db *DB) replicaNode(ctx context.Context, rc ctxRoute, t *table, avoid *node) (*node, Reason, error) {
 	replicas, usePrimary, err := db.readers(ctx, rc, t)
 	if err != nil {
-		return nil, err
+		return nil, ReasonSession, err
 	}
-	return db.pickReader(ctx, replicas, usePrimary, avoid)
+	n, why, err := db.pickReader(ctx, replicas, usePrimary, avoid)
+	if why == ReasonRead && rc.session != nil && len(replicas) < len(t.replicas) {
+		why = ReasonSession // only the replicas that have the session's writes
+	}
+	return n, why, err
 }
 
 // readers returns the replicas of t that may serve a read: every eligible
@@ -138,10 +151,11 @@ func (db *DB) readers(ctx context.Context, rc ctxRoute, t *table) (replicas []*n
 }
 
 // pickReader picks among replicas (as readers returned them) for a read,
-// other than avoid, or falls back to the primary.
-func (db *DB) pickReader(ctx context.Context, replicas []*node, usePrimary bool, avoid *node) (*node, error) {
+// other than avoid, or falls back to the primary, and says why.
+func (db *DB) pickReader(ctx context.Context, replicas []*node, usePrimary bool, avoid *node) (*node, Reason, error) {
 	if usePrimary {
-		return db.primaryNode(ctx)
+		n, err := db.primaryNode(ctx)
+		return n, ReasonSession, err
 	}
 	if avoid != nil {
 		// A retry: any other replica, without moving the balancer on (a
@@ -149,15 +163,19 @@ func (db *DB) pickReader(ctx context.Context, replicas []*node, usePrimary bool,
 		// the failing replica first).
 		others := slices.DeleteFunc(slices.Clone(replicas), func(n *node) bool { return n == avoid })
 		if len(others) > 0 {
-			return others[rand.IntN(len(others))], nil
+			return others[rand.IntN(len(others))], ReasonRetry, nil
 		}
 		replicas = nil
 	}
 	if len(replicas) > 0 {
-		return db.cfg.balancer.pick(replicas), nil
+		return db.cfg.balancer.pick(replicas), ReasonRead, nil
 	}
 	if !db.cfg.replicaFallback {
-		return nil, ErrNoReplica
+		return nil, ReasonFallback, ErrNoReplica
 	}
-	return db.primaryNode(ctx)
+	n, err := db.primaryNode(ctx)
+	if avoid != nil {
+		return n, ReasonRetry, err
+	}
+	return n, ReasonFallback, err
 }

@@ -1,6 +1,9 @@
 package dbrouter
 
-import "time"
+import (
+	"database/sql"
+	"time"
+)
 
 // Status is a snapshot of the router: which node is primary and, per node,
 // its role, health, replication position, lag and counters. It is a copy;
@@ -8,6 +11,9 @@ import "time"
 type Status struct {
 	Primary string       // name of the current primary; "" when none is known
 	Nodes   []NodeStatus // in configuration order: the configured primary first
+	Events  []Event      // the last 100 events, oldest first
+
+	EventCounts map[EventKind]uint64 // every event since Open or New, by kind
 }
 
 // NodeStatus is one node's part of a Status.
@@ -34,13 +40,30 @@ type NodeStatus struct {
 	Errors    uint64 // of those, the ones that failed
 	Misroutes uint64 // reads this replica refused as writes (SQLSTATE 25006), run again on the primary
 	Retries   uint64 // reads whose connection failed here, run again on another node
+
+	Pool sql.DBStats // the node's pool, as its *sql.DB reports it (the probes' own connection aside)
 }
 
 // Status returns a snapshot of every node's state and counters.
 func (db *DB) Status() Status {
+	s := db.status()
+	for i, n := range db.nodes {
+		s.Nodes[i].Pool = n.db.Stats() // takes the pool's lock: not under DB.mu
+	}
+	return s
+}
+
+func (db *DB) status() Status {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	var s Status
+	s.Events = db.recentLocked()
+	s.EventCounts = make(map[EventKind]uint64)
+	for k, n := range db.hs.eventCounts {
+		if n > 0 {
+			s.EventCounts[EventKind(k)] = n
+		}
+	}
 	if db.hs.primary != nil {
 		s.Primary = db.hs.primary.name
 	}

@@ -40,11 +40,11 @@ func (db *DB) PrepareRouted(ctx context.Context, query string) (*Stmt, error) {
 	for i := range s.preparing {
 		s.preparing[i] = make(chan struct{}, 1)
 	}
-	n, _, err := db.route(ctx, routeOf(ctx), query, s.write)
+	d, err := db.route(ctx, routeOf(ctx), query, s.write)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.on(ctx, n); err != nil {
+	if _, err := s.on(ctx, d.n); err != nil {
 		return nil, err
 	}
 	return s, nil

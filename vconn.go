@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"sync/atomic"
+	"time"
 
 	"github.com/dbrouter/dbrouter/internal/sqlclass"
 )
@@ -45,38 +46,40 @@ var (
 // routeFor routes a statement of c: as any statement under ctx, except that
 // a read after a write of the connection, or on DB.Conn's, goes to the
 // primary.
-func (c *vconn) routeFor(ctx context.Context, query string, write bool) (ctxRoute, *node, bool, error) {
+func (c *vconn) routeFor(ctx context.Context, query string, write bool) (ctxRoute, decision, error) {
 	rc := routeOf(ctx)
-	if c.primaryOnly || !write && c.wrote {
+	own := !write && c.wrote
+	if c.primaryOnly || own {
 		rc.usePrimary = true
 	}
-	n, pinned, err := c.db.route(ctx, rc, query, write)
-	return rc, n, pinned, err
+	d, err := c.db.route(ctx, rc, query, write)
+	if own && !c.primaryOnly {
+		d.why = ReasonSession
+	}
+	return rc, d, err
 }
 
 // take routes a statement and takes a connection of the node it goes to.
 // A node that lost its role while the statement waited for that connection
 // (nothing was sent yet) is given up, and the statement routed again.
-func (c *vconn) take(ctx context.Context, query string, write bool) (rc ctxRoute, p *physConn, pinned bool, err error) {
+func (c *vconn) take(ctx context.Context, query string, write bool) (rc ctxRoute, d decision, p *physConn, err error) {
 	for range 3 {
-		var n *node
-		rc, n, pinned, err = c.routeFor(ctx, query, write)
-		if err != nil {
-			return rc, nil, false, err
+		if rc, d, err = c.routeFor(ctx, query, write); err != nil {
+			return rc, d, nil, err
 		}
-		if p, err = c.acquire(ctx, n); err != nil {
-			c.db.signal(n, err)
-			return rc, nil, false, nodeErr(n, "conn", err)
+		if p, err = c.acquire(ctx, d.n); err != nil {
+			c.db.signal(d.n, err)
+			return rc, d, nil, nodeErr(d.n, "conn", err)
 		}
 		if c.db.serves(p.n, write || rc.usePrimary) {
-			return rc, p, pinned, nil
+			return rc, d, p, nil
 		}
 		p.release(c.db, true)
 	}
 	if write {
-		return rc, nil, false, ErrNoPrimary
+		return rc, d, nil, ErrNoPrimary
 	}
-	return rc, nil, false, ErrNoReplica
+	return rc, d, nil, ErrNoReplica
 }
 
 // serves reports whether n may still run a statement routed to it: the
@@ -94,23 +97,23 @@ func (db *DB) serves(n *node, primary bool) bool {
 // its transaction's, or its pinned session's while that node is still the
 // primary. A pinned session whose node is not the primary any more fails
 // with ErrSessionMoved, and c is discarded.
-func (c *vconn) held() (*physConn, error) {
+func (c *vconn) held() (*physConn, Reason, error) {
 	if c.bad {
-		return nil, ErrSessionMoved
+		return nil, 0, ErrSessionMoved
 	}
 	switch {
 	case c.tx:
-		return c.phys, nil
+		return c.phys, ReasonTransaction, nil
 	case c.pinned:
 		if c.db.table.Load().primary != c.phys.n {
 			c.bad, c.pinned = true, false
 			c.phys.release(c.db, true)
 			c.phys = nil
-			return nil, ErrSessionMoved
+			return nil, 0, ErrSessionMoved
 		}
-		return c.phys, nil
+		return c.phys, ReasonSession, nil
 	}
-	return nil, nil
+	return nil, 0, nil
 }
 
 // QueryContext runs a query, routed as DB.QueryContext routes it.
@@ -118,47 +121,67 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 	if c.db.closed.Load() {
 		return nil, ErrClosed
 	}
+	hook := c.db.cfg.stmtHook != nil
+	var start time.Time
+	if hook {
+		start = time.Now()
+	}
 	readOnly, session := sqlclass.Describe(query)
 	write := !readOnly
-	if p, err := c.held(); p != nil || err != nil {
+	if p, why, err := c.held(); p != nil || err != nil {
 		if err != nil {
 			return nil, err
 		}
 		rows, err := queryOn(ctx, p.dc, query, args)
 		c.done(p.n, write, session, err)
+		if hook {
+			c.db.observe(start, p.n, why, query, write, err)
+		}
 		if err != nil {
 			return nil, nodeErr(p.n, "query", err)
 		}
 		return c.newRows(rows, nil, nil), nil
 	}
-	rc, p, pinned, err := c.take(ctx, query, write)
+	rc, d, p, err := c.take(ctx, query, write)
 	if err != nil {
+		if hook {
+			c.db.observe(start, nil, d.why, query, write, err)
+		}
 		return nil, err
 	}
 	rows, err := queryOn(ctx, p.dc, query, args)
+	if hook {
+		c.db.observe(start, d.n, d.why, query, write, err)
+	}
 	if err == nil {
 		return c.opened(rc, p, rows, write, session), nil
 	}
-	n := p.n
-	c.done(n, write, false, err)
+	c.done(d.n, write, false, err)
 	p.release(c.db, isConnError(err))
-	again, misroute := c.db.rerouteRead(ctx, rc, n, pinned, write, err)
+	again, why := c.db.rerouteRead(ctx, rc, d, write, err)
 	if again == nil {
 		if write && isConnError(err) {
 			c.db.noteWrite(rc.session) // sent, and maybe committed: its outcome is unknown
 		}
-		return nil, nodeErr(n, "query", err)
+		return nil, nodeErr(d.n, "query", err)
+	}
+	if hook {
+		start = time.Now()
 	}
 	if p, err = c.acquire(ctx, again); err != nil {
 		c.db.signal(again, err)
 		return nil, nodeErr(again, "conn", err)
 	}
-	if rows, err = queryOn(ctx, p.dc, query, args); err != nil {
+	rows, err = queryOn(ctx, p.dc, query, args)
+	if hook {
+		c.db.observe(start, again, why, query, write, err)
+	}
+	if err != nil {
 		c.done(again, write, false, err)
 		p.release(c.db, isConnError(err))
 		return nil, nodeErr(again, "query", err)
 	}
-	return c.opened(rc, p, rows, write || misroute, false), nil
+	return c.opened(rc, p, rows, write || why == ReasonMisroute, false), nil
 }
 
 // opened accounts for rows a statement opened on p, taken for it: p goes
@@ -215,31 +238,44 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 	if c.db.closed.Load() {
 		return nil, ErrClosed
 	}
+	hook := c.db.cfg.stmtHook != nil
+	var start time.Time
+	if hook {
+		start = time.Now()
+	}
 	_, session := sqlclass.Describe(query)
-	if p, err := c.held(); p != nil || err != nil {
+	if p, why, err := c.held(); p != nil || err != nil {
 		if err != nil {
 			return nil, err
 		}
 		res, err := execOn(ctx, p.dc, query, args)
 		c.done(p.n, true, session, err)
+		if hook {
+			c.db.observe(start, p.n, why, query, true, err)
+		}
 		if err != nil {
 			return nil, nodeErr(p.n, "exec", err)
 		}
 		return res, nil
 	}
-	rc, p, _, err := c.take(ctx, query, true)
+	rc, d, p, err := c.take(ctx, query, true)
 	if err != nil {
+		if hook {
+			c.db.observe(start, nil, d.why, query, true, err)
+		}
 		return nil, err
 	}
 	res, err := execOn(ctx, p.dc, query, args)
-	n := p.n
-	c.done(n, true, false, err)
+	c.done(d.n, true, false, err)
+	if hook {
+		c.db.observe(start, d.n, d.why, query, true, err)
+	}
 	if err != nil {
 		p.release(c.db, isConnError(err))
 		if isConnError(err) {
 			c.db.noteWrite(rc.session) // sent, and maybe committed: its outcome is unknown
 		}
-		return nil, nodeErr(n, "exec", err)
+		return nil, nodeErr(d.n, "exec", err)
 	}
 	if session {
 		c.phys, c.pinned = p, true
@@ -256,43 +292,63 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 	if c.db.closed.Load() {
 		return nil, ErrClosed
 	}
+	hook := c.db.cfg.stmtHook != nil
+	var start time.Time
+	if hook {
+		start = time.Now()
+	}
 	write := !opts.ReadOnly || !c.db.cfg.readOnlyTxOnReplica || sql.IsolationLevel(opts.Isolation) == sql.LevelSerializable
-	p, err := c.held()
+	p, _, err := c.held()
 	if err != nil {
 		return nil, err
 	}
 	rc := routeOf(ctx)
-	if p == nil {
-		var pinned bool
-		if rc, p, pinned, err = c.take(ctx, "", write); err != nil {
-			return nil, err
-		}
+	if p != nil { // a pinned session: on its server connection
 		tx, err := beginOn(ctx, p.dc, opts)
-		if err != nil {
-			n := p.n
-			c.done(n, write, false, err)
-			p.release(c.db, isConnError(err))
-			again, _ := c.db.rerouteRead(ctx, rc, n, pinned, write, err)
-			if again == nil || !isConnError(err) {
-				return nil, nodeErr(n, "begin", err)
-			}
-			if p, err = c.acquire(ctx, again); err != nil {
-				return nil, nodeErr(again, "conn", err)
-			}
-			if tx, err = beginOn(ctx, p.dc, opts); err != nil {
-				c.done(again, write, false, err)
-				p.release(c.db, isConnError(err))
-				return nil, nodeErr(again, "begin", err)
-			}
+		if hook {
+			c.db.observe(start, p.n, ReasonTransaction, "", write, err)
 		}
-		c.phys = p
+		if err != nil {
+			c.done(p.n, write, false, err)
+			return nil, nodeErr(p.n, "begin", err)
+		}
 		return c.begun(rc, tx, write), nil
 	}
-	tx, err := beginOn(ctx, p.dc, opts)
+	rc, d, p, err := c.take(ctx, "", write)
 	if err != nil {
-		c.done(p.n, write, false, err)
-		return nil, nodeErr(p.n, "begin", err)
+		if hook {
+			c.db.observe(start, nil, ReasonTransaction, "", write, err)
+		}
+		return nil, err
 	}
+	tx, err := beginOn(ctx, p.dc, opts)
+	if hook {
+		c.db.observe(start, d.n, ReasonTransaction, "", write, err)
+	}
+	if err != nil {
+		c.done(d.n, write, false, err)
+		p.release(c.db, isConnError(err))
+		again, why := c.db.rerouteRead(ctx, rc, d, write, err)
+		if again == nil || !isConnError(err) {
+			return nil, nodeErr(d.n, "begin", err)
+		}
+		if hook {
+			start = time.Now()
+		}
+		if p, err = c.acquire(ctx, again); err != nil {
+			return nil, nodeErr(again, "conn", err)
+		}
+		tx, err = beginOn(ctx, p.dc, opts)
+		if hook {
+			c.db.observe(start, again, why, "", write, err)
+		}
+		if err != nil {
+			c.done(again, write, false, err)
+			p.release(c.db, isConnError(err))
+			return nil, nodeErr(again, "begin", err)
+		}
+	}
+	c.phys = p
 	return c.begun(rc, tx, write), nil
 }
 
@@ -351,12 +407,12 @@ func (c *vconn) PrepareContext(ctx context.Context, query string) (driver.Stmt, 
 		return nil, ErrClosed
 	}
 	readOnly, _ := sqlclass.Describe(query)
-	p, err := c.held()
+	p, _, err := c.held()
 	if err != nil {
 		return nil, err
 	}
 	if p == nil {
-		if _, p, _, err = c.take(ctx, query, !readOnly); err != nil {
+		if _, _, p, err = c.take(ctx, query, !readOnly); err != nil {
 			return nil, err
 		}
 		defer func() { p.release(c.db, isConnError(err)) }()
@@ -380,12 +436,12 @@ func (c *vconn) Begin() (driver.Tx, error) {
 
 // Ping checks the primary: a connection of its pool answers a ping.
 func (c *vconn) Ping(ctx context.Context) error {
-	p, err := c.held()
+	p, _, err := c.held()
 	if err != nil {
 		return err
 	}
 	if p == nil {
-		if _, p, _, err = c.take(ctx, "", true); err != nil {
+		if _, _, p, err = c.take(ctx, "", true); err != nil {
 			return err
 		}
 		defer func() { p.release(c.db, isConnError(err)) }()
