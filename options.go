@@ -53,6 +53,7 @@ type config struct {
 	routers             []Router
 	names               []string // primary first; nil when not set
 	session             SessionMode
+	discoveryInterval   time.Duration
 
 	// for tests
 	clock        clock
@@ -72,6 +73,7 @@ func defaultConfig() config {
 		primaryWait:         DefaultPrimaryWait,
 		maxBackoff:          DefaultMaxBackoff,
 		session:             SessionCausal(0),
+		discoveryInterval:   DefaultDiscoveryInterval,
 		balancer:            RoundRobin(),
 		logger:              slog.New(slog.DiscardHandler),
 		clock:               realClock{},
