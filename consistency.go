@@ -607,7 +607,7 @@ func (db *DB) lagLocked(n *node, now time.Time) bool {
 	}
 	ref = sampled
 	if db.hs.primary == nil {
-		for _, m := range db.nodes {
+		for _, m := range db.nodeList() {
 			if m.h.up && m.h.probed && m.h.role == RoleReplica {
 				ref = max(ref, m.h.lsn)
 			}

@@ -188,7 +188,7 @@ func TestCausalSessionWaitsForAReplica(t *testing.T) {
 	s.advance(800, time.Now())
 	pc.pg[1].lsn.Store(900) // replayed, but no probe has seen it yet
 	assert.Equal(t, "replica1", served(t, pc.db, WithSession(ctx, s), "SELECT 1"), "the read asked the replica")
-	assert.Equal(t, uint64(900), pc.db.nodes[1].replayed.Load())
+	assert.Equal(t, uint64(900), pc.db.nodeList()[1].replayed.Load())
 
 	s.advance(1000, time.Now()) // never reached within maxWait
 	began := time.Now()

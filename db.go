@@ -37,9 +37,10 @@ type DB struct {
 	grantNoted   atomic.Bool // EventMissingGrant was emitted
 
 	cfg    config
-	nodes  []*node // [0] is the node configured as primary
-	byName map[string]*node
-	owned  bool // Open opened the handles, so Close closes them
+	mem    atomic.Pointer[members] // the nodes; replaced whole when members come and go
+	owned  bool                    // Open or OpenDiscovered opened the handles, so Close closes them
+	drv    driver.Driver           // the first node's, for Driver
+	disc   *discovery              // OpenDiscovered's source; nil for Open and New
 	events emitter
 	face   *sql.DB // SQL(): a *sql.DB over virtual connections (face.go)
 
@@ -50,8 +51,9 @@ type DB struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu sync.Mutex // protects following fields, the nodes' health, and publishing tables
-	hs healthState
+	mu    sync.Mutex // protects following fields, the nodes' health, and publishing tables
+	hs    healthState
+	pools poolSettings
 }
 
 // Open opens a handle per DSN with sql.Open(driverName, dsn) and returns a DB
@@ -133,16 +135,17 @@ func newDB(handles []*sql.DB, names []string, owned bool, opts []Option) (*DB, e
 	if cfg.names != nil {
 		names = cfg.names
 	}
-	db := &DB{cfg: cfg, owned: owned, byName: make(map[string]*node, len(handles))}
-	for i, h := range handles {
-		n := &node{name: names[i], index: i, db: h, probes: probePool(h), configured: RoleReplica, probeNow: make(chan struct{}, 1)}
-		if i == 0 {
-			n.configured = RolePrimary
-		}
-		db.nodes = append(db.nodes, n)
-		db.byName[n.name] = n
-	}
+	db := &DB{cfg: cfg, owned: owned, drv: handles[0].Driver()}
 	db.ctx, db.cancel = context.WithCancel(context.Background())
+	m := &members{byName: make(map[string]*node, len(handles))}
+	for i, h := range handles {
+		role := RoleReplica
+		if i == 0 {
+			role = RolePrimary
+		}
+		m.add(db.newNode(names[i], h, role))
+	}
+	db.mem.Store(m)
 	db.face = sql.OpenDB(&connector{db: db})
 	db.events.start(db.emit)
 	db.startHealth()
@@ -164,12 +167,16 @@ func (db *DB) Primary() *sql.DB {
 	if p := db.hs.lastPrimary; p != nil && !p.h.fenced {
 		return p.db
 	}
-	for _, n := range db.nodes {
+	nodes := db.nodeList()
+	for _, n := range nodes {
 		if !n.h.fenced {
 			return n.db
 		}
 	}
-	return db.nodes[0].db
+	if len(nodes) == 0 {
+		return db.face // no member left: writes wait for one there
+	}
+	return nodes[0].db
 }
 
 // PrimaryContext returns the handle of the current primary, waiting for one
@@ -211,7 +218,7 @@ func (db *DB) Close() error {
 		db.wg.Wait()
 		db.events.stop()                 // after the probe loops: they queue no more
 		errs := []error{db.face.Close()} // before the nodes' handles: its connections go back to them
-		for _, n := range db.nodes {
+		for _, n := range db.nodeList() {
 			if n.probes != n.db {
 				errs = append(errs, nodeErr(n, "close", n.probes.Close()))
 			}
@@ -227,7 +234,7 @@ func (db *DB) Close() error {
 // Stats returns the database/sql statistics summed over every node.
 func (db *DB) Stats() sql.DBStats {
 	var s sql.DBStats
-	for _, n := range db.nodes {
+	for _, n := range db.nodeList() {
 		ns := n.db.Stats()
 		s.MaxOpenConnections += ns.MaxOpenConnections
 		s.OpenConnections += ns.OpenConnections
@@ -243,34 +250,61 @@ func (db *DB) Stats() sql.DBStats {
 }
 
 // Driver returns the primary's underlying driver.
-func (db *DB) Driver() driver.Driver { return db.nodes[0].db.Driver() }
+func (db *DB) Driver() driver.Driver { return db.drv }
 
 // SetMaxOpenConns sets the maximum number of open connections of every
 // node's pool. The probes are not counted: each node has one more
 // connection, the probes' own, outside the pool.
 func (db *DB) SetMaxOpenConns(n int) {
-	for _, nd := range db.nodes {
-		nd.db.SetMaxOpenConns(n)
-	}
+	db.setPools(func(p *poolSettings) { p.maxOpen = &n })
 }
 
 // SetMaxIdleConns sets the maximum number of idle connections of every node.
 func (db *DB) SetMaxIdleConns(n int) {
-	for _, nd := range db.nodes {
-		nd.db.SetMaxIdleConns(n)
-	}
+	db.setPools(func(p *poolSettings) { p.maxIdle = &n })
 }
 
 // SetConnMaxLifetime sets the maximum lifetime of connections of every node.
 func (db *DB) SetConnMaxLifetime(d time.Duration) {
-	for _, nd := range db.nodes {
-		nd.db.SetConnMaxLifetime(d)
-	}
+	db.setPools(func(p *poolSettings) { p.lifetime = &d })
 }
 
 // SetConnMaxIdleTime sets the maximum idle time of connections of every node.
 func (db *DB) SetConnMaxIdleTime(d time.Duration) {
-	for _, nd := range db.nodes {
-		nd.db.SetConnMaxIdleTime(d)
+	db.setPools(func(p *poolSettings) { p.idleTime = &d })
+}
+
+// poolSettings are the pool settings made on the DB, applied to every
+// node's pool, members that join later included. nil: not set.
+type poolSettings struct {
+	maxOpen, maxIdle   *int
+	lifetime, idleTime *time.Duration
+}
+
+func (p *poolSettings) apply(h *sql.DB) {
+	if p.maxOpen != nil {
+		h.SetMaxOpenConns(*p.maxOpen)
+	}
+	if p.maxIdle != nil {
+		h.SetMaxIdleConns(*p.maxIdle)
+	}
+	if p.lifetime != nil {
+		h.SetConnMaxLifetime(*p.lifetime)
+	}
+	if p.idleTime != nil {
+		h.SetConnMaxIdleTime(*p.idleTime)
+	}
+}
+
+// setPools records a pool setting and applies it to every node's pool.
+func (db *DB) setPools(set func(*poolSettings)) {
+	db.mu.Lock()
+	set(&db.pools)
+	one := poolSettings{}
+	set(&one)
+	nodes := db.nodeList()
+	db.mu.Unlock()
+	for _, n := range nodes {
+		one.apply(n.db)
 	}
 }

@@ -24,6 +24,10 @@ const (
 	EventPromoted                             // the router promoted Node (WithAutoPromote)
 	EventPromoteFailed                        // the router's promotion of Node failed, or was called off (Err)
 	EventMissingGrant                         // the probing role cannot see replicas' WAL receivers (Detail: the GRANT to run)
+	EventMemberJoined                         // OpenDiscovered's source reports a new member, Node
+	EventMemberLeft                           // the source no longer reports Node: it drains, then closes
+	EventSourceUnreachable                    // the source did not answer (Err): the last members and the router's own rules stand
+	EventSourceReachable                      // the source answers again
 
 	eventKinds // how many kinds there are, plus one
 )
@@ -59,6 +63,14 @@ func (k EventKind) String() string {
 		return "promote failed"
 	case EventMissingGrant:
 		return "missing grant"
+	case EventMemberJoined:
+		return "member joined"
+	case EventMemberLeft:
+		return "member left"
+	case EventSourceUnreachable:
+		return "source unreachable"
+	case EventSourceReachable:
+		return "source reachable"
 	}
 	return "unknown"
 }
@@ -227,7 +239,7 @@ func (em *emitter) drain() {
 func (db *DB) emit(e Event) {
 	level := slog.LevelInfo
 	switch e.Kind {
-	case EventNodeDown, EventNoPrimary, EventFenced, EventPromoteFailed, EventMissingGrant:
+	case EventNodeDown, EventNoPrimary, EventFenced, EventPromoteFailed, EventMissingGrant, EventSourceUnreachable:
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{slog.String("event", e.Kind.String()), slog.String("node", e.Node)}

@@ -20,7 +20,7 @@ func (c *call) rows(ctx context.Context, n *node, args []any) (*sql.Rows, error)
 	if c.stmt == nil {
 		return n.db.QueryContext(ctx, c.query, args...)
 	}
-	st, err := c.stmt.on(ctx, n)
+	st, err := c.stmt.prepared(ctx, n)
 	if err != nil {
 		return nil, err
 	}
@@ -31,7 +31,7 @@ func (c *call) exec(ctx context.Context, n *node, args []any) (sql.Result, error
 	if c.stmt == nil {
 		return n.db.ExecContext(ctx, c.query, args...)
 	}
-	st, err := c.stmt.on(ctx, n)
+	st, err := c.stmt.prepared(ctx, n)
 	if err != nil {
 		return nil, err
 	}

@@ -261,7 +261,7 @@ func TestSQLFaceTransactionErrorsAreSignals(t *testing.T) {
 	_, err = tx.ExecContext(ctx, "INSERT broken")
 	require.Error(t, err)
 	tx.Rollback()
-	assert.Len(t, pc.db.nodes[0].probeNow, 1, "the error asked for a probe")
+	assert.Len(t, pc.db.nodeList()[0].probeNow, 1, "the error asked for a probe")
 }
 
 // The face's pool and the nodes' pools never deadlock each other, whether

@@ -30,14 +30,14 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 	hs := &db.hs
 	roles := db.cfg.dialect.knowsRoles()
 
+	nodes := db.nodeList()
 	var primary *node
-	if roles {
-		for _, n := range db.nodes {
-			if n.h.up && n.h.probed && n.h.timeline > hs.maxTimeline {
-				hs.maxTimeline = n.h.timeline
-			}
-		}
-		for _, n := range db.nodes {
+	switch {
+	case roles && hs.source != nil && hs.source.Reachable:
+		primary = db.leaderLocked(nodes)
+	case roles:
+		db.trackTimelinesLocked(nodes)
+		for _, n := range nodes {
 			if !n.h.up || n.h.role != RolePrimary || n.h.probed && n.h.timeline < hs.maxTimeline {
 				continue
 			}
@@ -50,11 +50,15 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 				primary = n
 			}
 		}
-	} else if n0 := db.nodes[0]; n0.h.up {
-		primary = n0
+	case hs.source != nil:
+		if l := hs.leader; l != nil && l.h.up {
+			primary = l
+		}
+	case len(nodes) > 0 && nodes[0].h.up:
+		primary = nodes[0]
 	}
 
-	for _, n := range db.nodes {
+	for _, n := range db.nodeList() {
 		fenced := roles && n.h.probed && n.h.up && n.h.role == RolePrimary && n != primary
 		if fenced != n.h.fenced {
 			n.h.fenced, n.h.since = fenced, now
@@ -82,7 +86,7 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 				hs.samples = hs.samples[:0] // another node's WAL: positions start again
 			}
 			hs.lastPrimary = primary
-			for _, n := range db.nodes {
+			for _, n := range db.nodeList() {
 				n.h.streamed = false // votes count only for streaming from this primary
 			}
 		}
@@ -90,7 +94,7 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 	}
 
 	var replicas []*node
-	for _, n := range db.nodes {
+	for _, n := range db.nodeList() {
 		if n == primary {
 			n.h.eligible = false
 			continue
@@ -99,15 +103,17 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 		switch {
 		case !roles || !n.h.probed:
 			staleTL = false
-		case primary != nil:
-			staleTL = n.h.timeline != 0 && n.h.timeline < primary.h.timeline
+		case primary != nil && primary.h.probed:
+			// Older: not re-pointed yet, or following a fenced node; newer:
+			// another history than the primary's.
+			staleTL = n.h.timeline != 0 && n.h.timeline != primary.h.timeline
 		case n.h.streamTL != 0:
 			// No primary: what it last streamed is exact, so it is
 			// behind if a newer timeline was seen anywhere.
 			staleTL = n.h.streamTL < hs.maxTimeline
 		}
 		lagged := db.lagLocked(n, now)
-		eligible := n.h.up && !n.h.fenced && n.h.role == RoleReplica && !staleTL && !lagged
+		eligible := n.h.up && !n.h.fenced && n.h.role == RoleReplica && !staleTL && !lagged && !n.noLoadBalance
 		if n.h.up && !n.h.fenced && n.h.role == RoleReplica {
 			switch {
 			case !eligible && n.h.eligible:
@@ -161,6 +167,76 @@ func (db *DB) waitPrimary(ctx context.Context, t *table) (*node, error) {
 	}
 }
 
+// leaderLocked returns the primary while OpenDiscovered's source answers:
+// the node it names leader, once that node reports not being in recovery,
+// and none other. (The leader key is quorum-backed; this router's view is
+// one client's.) The source's word lifts a fence the router set on that
+// node, as when an HA manager undid a failover: when it is the only node
+// reporting not-in-recovery, or on the highest timeline of those that do,
+// it is the primary, and its timeline the newest. A node that reports
+// not-in-recovery without holding the leader role asks for the source to
+// be read again at once: it may be a leader the source names by now.
+func (db *DB) leaderLocked(nodes []*node) *node {
+	hs := &db.hs
+	l := hs.leader
+	var top uint32 // the highest timeline of the nodes reporting primary, l aside
+	for _, n := range nodes {
+		if n != l && n.h.up && n.h.probed && n.h.role == RolePrimary {
+			top = max(top, n.h.timeline)
+			db.askDiscovery()
+		}
+	}
+	if l == nil || !l.h.up || !l.h.probed || l.h.role != RolePrimary || l.h.timeline < top {
+		if l != nil && l.h.up && l.h.role != RolePrimary {
+			db.askDiscovery() // named before its server accepts writes: read the source again soon
+		}
+		return nil
+	}
+	hs.maxTimeline, hs.maxTLBy = l.h.timeline, []*node{l}
+	return l
+}
+
+// trackTimelinesLocked keeps the highest timeline seen on any node, which
+// fences a primary on a lower one. The mark comes down only when every node
+// that was seen on it has since become a replica on an older timeline: an
+// HA manager rewound it and moved the cluster back, and the node it fenced
+// is the primary again.
+func (db *DB) trackTimelinesLocked(nodes []*node) {
+	hs := &db.hs
+	for _, n := range nodes {
+		if !n.h.up || !n.h.probed {
+			continue
+		}
+		switch {
+		case n.h.timeline > hs.maxTimeline:
+			hs.maxTimeline, hs.maxTLBy = n.h.timeline, []*node{n}
+		case n.h.timeline == hs.maxTimeline && n.h.timeline != 0 && !slices.Contains(hs.maxTLBy, n):
+			hs.maxTLBy = append(hs.maxTLBy, n)
+		}
+	}
+	if len(hs.maxTLBy) == 0 {
+		return
+	}
+	for _, n := range hs.maxTLBy {
+		if !slices.Contains(nodes, n) || !n.h.up || !n.h.probed || n.h.role != RoleReplica ||
+			n.h.timeline == 0 || n.h.timeline >= hs.maxTimeline {
+			return
+		}
+	}
+	var top uint32
+	for _, n := range nodes {
+		if n.h.up && n.h.probed {
+			top = max(top, n.h.timeline)
+		}
+	}
+	hs.maxTimeline, hs.maxTLBy = top, nil
+	for _, n := range nodes {
+		if n.h.up && n.h.probed && n.h.timeline == top {
+			hs.maxTLBy = append(hs.maxTLBy, n)
+		}
+	}
+}
+
 // promotionDueLocked reports whether to try a promotion now, and marks one
 // in progress: automatic promotion is on, no primary has been reachable for
 // the configured time, and the replicas agree the primary is gone: none
@@ -179,7 +255,7 @@ func (db *DB) promotionDueLocked(now time.Time) bool {
 		return false
 	}
 	voters, candidates := 0, 0
-	for _, n := range db.nodes {
+	for _, n := range db.nodeList() {
 		if !n.h.probed || !n.h.up || n.h.role != RoleReplica {
 			continue
 		}
@@ -229,9 +305,9 @@ type promotionFact struct {
 // askPromotionFacts asks every node promotionProbe, in parallel, each within
 // the probe timeout.
 func (db *DB) askPromotionFacts() []promotionFact {
-	facts := make([]promotionFact, len(db.nodes))
+	facts := make([]promotionFact, len(db.nodeList()))
 	var wg sync.WaitGroup
-	for i, n := range db.nodes {
+	for i, n := range db.nodeList() {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
 			defer cancel()

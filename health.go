@@ -33,6 +33,11 @@ type healthState struct {
 	promoting       bool
 	promoted        *node // the node promoted last, until a probe of it succeeds: no other promotion before
 
+	source   *DiscoveryStatus // OpenDiscovered's source; nil for Open and New
+	leader   *node            // the node the source names leader; nil when none
+	draining []*node          // members that left, until they are closed
+	maxTLBy  []*node          // the nodes seen on maxTimeline, for lifting a fence
+
 	recent      [recentEvents]Event // the last events, a ring; see queueLocked
 	recentN     int                 // events queued so far
 	eventCounts [eventKinds]uint64  // events queued so far, by kind
@@ -43,7 +48,7 @@ type healthState struct {
 // already go where the nodes say, and starts one probe loop per node.
 func (db *DB) startHealth() {
 	now := db.cfg.clock.now()
-	for _, n := range db.nodes {
+	for _, n := range db.nodeList() {
 		n.h = nodeHealth{up: true, role: n.configured, since: now, bo: db.newBackoff()}
 	}
 	db.mu.Lock()
@@ -54,7 +59,7 @@ func (db *DB) startHealth() {
 		return
 	}
 	db.probeAll()
-	for _, n := range db.nodes {
+	for _, n := range db.nodeList() {
 		db.wg.Add(1)
 		go db.probeLoop(n)
 	}
@@ -64,7 +69,7 @@ func (db *DB) startHealth() {
 // table reflects the results.
 func (db *DB) probeAll() {
 	var wg sync.WaitGroup
-	for _, n := range db.nodes {
+	for _, n := range db.nodeList() {
 		wg.Go(func() { db.probeAndApply(n) })
 	}
 	wg.Wait()
@@ -85,7 +90,7 @@ func (db *DB) probeLoop(n *node) {
 	defer timer.Stop()
 	for {
 		select {
-		case <-db.ctx.Done():
+		case <-n.ctx.Done():
 			return
 		case <-timer.C:
 		case <-n.probeNow:
@@ -96,7 +101,7 @@ func (db *DB) probeLoop(n *node) {
 }
 
 func (db *DB) probeAndApply(n *node) {
-	ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, db.cfg.probeTimeout)
 	began := time.Now()
 	var slow *time.Timer
 	var gen uint64
@@ -248,7 +253,7 @@ func (db *DB) probeAllNow() {
 	if now-last < int64(DefaultFastProbeInterval) || !db.lastProbeAll.CompareAndSwap(last, now) {
 		return
 	}
-	for _, n := range db.nodes {
+	for _, n := range db.nodeList() {
 		n.askProbe()
 	}
 }

@@ -80,7 +80,7 @@ func TestReplicaFlappingNeverMovesThePrimary(t *testing.T) {
 func TestPassiveSignalAsksForOneCoalescedProbe(t *testing.T) {
 	ctx := context.Background()
 	pc := newPGCluster(t, 1)
-	r := pc.db.nodes[1]
+	r := pc.db.nodeList()[1]
 	pc.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
 		if op == fakedriver.OpQuery && q == "SELECT broken" {
 			return &fakedriver.Error{Code: "08006", Message: "connection failure"}
@@ -101,7 +101,7 @@ func TestPassiveSignalAsksForOneCoalescedProbe(t *testing.T) {
 
 func TestProbeCadence(t *testing.T) {
 	pc := newPGCluster(t, 1, WithProbeInterval(5*time.Second), WithMaxBackoff(800*time.Millisecond))
-	p, r := pc.db.nodes[0], pc.db.nodes[1]
+	p, r := pc.db.nodeList()[0], pc.db.nodeList()[1]
 	assert.Equal(t, 5*time.Second, pc.db.probeDelay(r), "all well: the probe interval")
 
 	pc.pg[1].fail.Store(true)
@@ -124,8 +124,8 @@ func TestNoStateWrittenAfterClose(t *testing.T) {
 	pc := newPGCluster(t, 1)
 	require.NoError(t, pc.db.Close())
 	before := pc.db.Status()
-	pc.db.apply(pc.db.nodes[0], probeResult{err: sql.ErrConnDone}, 0)
-	pc.db.apply(pc.db.nodes[0], probeResult{err: sql.ErrConnDone}, 0)
+	pc.db.apply(pc.db.nodeList()[0], probeResult{err: sql.ErrConnDone}, 0)
+	pc.db.apply(pc.db.nodeList()[0], probeResult{err: sql.ErrConnDone}, 0)
 	assert.Equal(t, before, pc.db.Status())
 }
 
@@ -239,7 +239,7 @@ func TestPrimaryRefusingAWriteAsksForAProbe(t *testing.T) {
 	})
 	_, err := pc.db.ExecContext(context.Background(), "INSERT INTO t VALUES (1)")
 	assert.Equal(t, "25006", sqlState(err))
-	assert.Len(t, pc.db.nodes[0].probeNow, 1, "a primary that refuses writes is probed at once")
+	assert.Len(t, pc.db.nodeList()[0].probeNow, 1, "a primary that refuses writes is probed at once")
 	assert.Equal(t, 1, pc.conns[0].Count(fakedriver.OpExec), "and the write is not run again")
 }
 
@@ -256,5 +256,5 @@ func TestADeadlineRunningOutOnThePrimaryAsksForAProbe(t *testing.T) {
 	defer cancel()
 	_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
-	assert.Len(t, pc.db.nodes[0].probeNow, 1)
+	assert.Len(t, pc.db.nodeList()[0].probeNow, 1)
 }

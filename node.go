@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -70,11 +71,15 @@ type node struct {
 	retries   atomic.Uint64
 	replayed  atomic.Uint64 // last known WAL position (replayed on a replica); read by sessions
 
-	name       string
-	index      int // position in DB.nodes
-	db         *sql.DB
-	configured Role
-	probeNow   chan struct{} // size 1: a coalesced request to probe at once
+	name          string
+	db            *sql.DB
+	configured    Role
+	probeNow      chan struct{}   // size 1: a coalesced request to probe at once
+	ctx           context.Context // ends when the node leaves the DB (or the DB closes)
+	stop          context.CancelFunc
+	noLoadBalance bool   // serves no reads (a member's NoLoadBalance); protected by DB.mu
+	member        bool   // a member of OpenDiscovered's source
+	dsn           string // a member's DSN, to tell it from a new member of the same name
 
 	replay  replayPoll // sessions waiting for this replica to catch up
 	probes  *sql.DB    // the probes' own pool of one connection, see probePool
@@ -116,6 +121,43 @@ func (h *nodeHealth) state() State {
 		return StateFenced
 	}
 	return StateUp
+}
+
+// members is the DB's nodes at one moment: replaced whole, under DB.mu,
+// when members come and go, and read without a lock.
+type members struct {
+	nodes  []*node // for Open and New, [0] is the node configured as primary
+	byName map[string]*node
+}
+
+func (m *members) add(n *node) {
+	m.nodes = append(m.nodes, n)
+	m.byName[n.name] = n
+}
+
+// nodeList returns the nodes now. The slice is shared: do not change it.
+func (db *DB) nodeList() []*node { return db.mem.Load().nodes }
+
+// newNode returns a node over handle h, with a probe pool of its own, whose
+// life ends with the DB's or when it leaves.
+func (db *DB) newNode(name string, h *sql.DB, role Role) *node {
+	n := &node{name: name, db: h, probes: probePool(h), configured: role, probeNow: make(chan struct{}, 1)}
+	n.ctx, n.stop = context.WithCancel(db.ctx)
+	return n
+}
+
+// closeNode closes what n holds: its probe pool, and its handle when the DB
+// opened it.
+func (db *DB) closeNode(n *node) error {
+	n.stop()
+	var errs []error
+	if n.probes != n.db {
+		errs = append(errs, n.probes.Close())
+	}
+	if db.owned {
+		errs = append(errs, n.db.Close())
+	}
+	return nodeErr(n, "close", errors.Join(errs...))
 }
 
 // count records a statement routed to n.

@@ -94,7 +94,7 @@ func (db *DB) routeTo(ctx context.Context, rc ctxRoute, t *table, tg Target, wri
 		}
 		return decision{n: n, why: why}, true, err
 	case targetNode:
-		n := db.byName[tg.name]
+		n := db.mem.Load().byName[tg.name]
 		if n != nil && n == t.primary {
 			return decision{n: n, pinned: true, why: ReasonRouter}, true, nil
 		}

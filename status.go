@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"database/sql"
+	"slices"
 	"time"
 )
 
@@ -14,6 +15,10 @@ type Status struct {
 	Events  []Event      // the last 100 events, oldest first
 
 	EventCounts map[EventKind]uint64 // every event since Open or New, by kind
+
+	// Discovery is OpenDiscovered's source as the DB last saw it; nil for
+	// Open and New.
+	Discovery *DiscoveryStatus
 }
 
 // NodeStatus is one node's part of a Status.
@@ -42,21 +47,30 @@ type NodeStatus struct {
 	Retries   uint64 // reads whose connection failed here, run again on another node
 
 	Pool sql.DBStats // the node's pool, as its *sql.DB reports it (the probes' own connection aside)
+
+	// Of members of OpenDiscovered's source:
+	Leader        bool // the source names it leader
+	NoLoadBalance bool // it serves no reads
+	Draining      bool // it left the source: it gets no new statements, and is closed once idle
 }
 
 // Status returns a snapshot of every node's state and counters.
 func (db *DB) Status() Status {
-	s := db.status()
-	for i, n := range db.nodes {
+	s, nodes := db.status()
+	for i, n := range nodes {
 		s.Nodes[i].Pool = n.db.Stats() // takes the pool's lock: not under DB.mu
 	}
 	return s
 }
 
-func (db *DB) status() Status {
+func (db *DB) status() (Status, []*node) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	var s Status
+	if src := db.hs.source; src != nil {
+		c := *src
+		s.Discovery = &c
+	}
 	s.Events = db.recentLocked()
 	s.EventCounts = make(map[EventKind]uint64)
 	for k, n := range db.hs.eventCounts {
@@ -67,8 +81,9 @@ func (db *DB) status() Status {
 	if db.hs.primary != nil {
 		s.Primary = db.hs.primary.name
 	}
-	s.Nodes = make([]NodeStatus, len(db.nodes))
-	for i, n := range db.nodes {
+	nodes := append(slices.Clone(db.nodeList()), db.hs.draining...)
+	s.Nodes = make([]NodeStatus, len(nodes))
+	for i, n := range nodes {
 		h := &n.h
 		s.Nodes[i] = NodeStatus{
 			Name:           n.name,
@@ -92,9 +107,12 @@ func (db *DB) status() Status {
 			Errors:         n.errs.Load(),
 			Misroutes:      n.misroutes.Load(),
 			Retries:        n.retries.Load(),
+			Leader:         n == db.hs.leader,
+			NoLoadBalance:  n.noLoadBalance,
+			Draining:       i >= len(db.nodeList()),
 		}
 	}
-	return s
+	return s, nodes
 }
 
 // Node returns the status of the node of that name, and whether there is one.

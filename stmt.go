@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"sync"
 	"sync/atomic"
 
 	"github.com/dbrouter/dbrouter/internal/sqlclass"
@@ -18,13 +19,26 @@ type Stmt struct {
 	query string
 	write bool
 
-	stmts  []atomic.Pointer[sql.Stmt] // by node index; nil until prepared there
 	closed atomic.Bool
+	on     sync.Map // *node -> *stmtOn
+}
 
-	// One lock per node (a channel of one, so a caller waiting for it
-	// honours its context) serializes preparing there: a node that hangs
-	// delays only the calls routed to it, and never Close.
-	preparing []chan struct{}
+// stmtOn is a Stmt on one node.
+type stmtOn struct {
+	st atomic.Pointer[sql.Stmt] // nil until prepared there
+	// lock (a channel of one, so a caller waiting for it honours its
+	// context) serializes preparing there: a node that hangs delays only
+	// the calls routed to it, and never Close.
+	lock chan struct{}
+}
+
+// slot returns s's state on n.
+func (s *Stmt) slot(n *node) *stmtOn {
+	if o, ok := s.on.Load(n); ok {
+		return o.(*stmtOn)
+	}
+	o, _ := s.on.LoadOrStore(n, &stmtOn{lock: make(chan struct{}, 1)})
+	return o.(*stmtOn)
 }
 
 // PrepareRouted returns a statement that routes per call, prepares lazily on
@@ -35,37 +49,34 @@ func (db *DB) PrepareRouted(ctx context.Context, query string) (*Stmt, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	s := &Stmt{db: db, query: query, write: !sqlclass.Classify(query),
-		stmts: make([]atomic.Pointer[sql.Stmt], len(db.nodes)), preparing: make([]chan struct{}, len(db.nodes))}
-	for i := range s.preparing {
-		s.preparing[i] = make(chan struct{}, 1)
-	}
+	s := &Stmt{db: db, query: query, write: !sqlclass.Classify(query)}
 	d, err := db.route(ctx, routeOf(ctx), query, s.write)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.on(ctx, d.n); err != nil {
+	if _, err := s.prepared(ctx, d.n); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// on returns the statement prepared on n, preparing it there first if need be.
-func (s *Stmt) on(ctx context.Context, n *node) (*sql.Stmt, error) {
-	if st := s.stmts[n.index].Load(); st != nil {
+// prepared returns the statement prepared on n, preparing it there first if
+// need be.
+func (s *Stmt) prepared(ctx context.Context, n *node) (*sql.Stmt, error) {
+	o := s.slot(n)
+	if st := o.st.Load(); st != nil {
 		return st, nil
 	}
-	lock := s.preparing[n.index]
 	select {
-	case lock <- struct{}{}:
+	case o.lock <- struct{}{}:
 	case <-ctx.Done():
 		return nil, nodeErr(n, "prepare", ctx.Err())
 	}
-	defer func() { <-lock }()
+	defer func() { <-o.lock }()
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	if st := s.stmts[n.index].Load(); st != nil {
+	if st := o.st.Load(); st != nil {
 		return st, nil
 	}
 	st, err := n.db.PrepareContext(ctx, s.query)
@@ -73,10 +84,10 @@ func (s *Stmt) on(ctx context.Context, n *node) (*sql.Stmt, error) {
 		s.db.signal(n, err)
 		return nil, nodeErr(n, "prepare", err)
 	}
-	s.stmts[n.index].Store(st)
+	o.st.Store(st)
 	if s.closed.Load() {
 		// Close ran while this was being prepared: close it here.
-		if st := s.stmts[n.index].Swap(nil); st != nil {
+		if st := o.st.Swap(nil); st != nil {
 			st.Close()
 		}
 		return nil, ErrClosed
@@ -151,10 +162,11 @@ func (s *Stmt) Close() error {
 		return nil
 	}
 	var errs []error
-	for i := range s.stmts {
-		if st := s.stmts[i].Swap(nil); st != nil {
-			errs = append(errs, nodeErr(s.db.nodes[i], "close", st.Close()))
+	s.on.Range(func(k, v any) bool {
+		if st := v.(*stmtOn).st.Swap(nil); st != nil {
+			errs = append(errs, nodeErr(k.(*node), "close", st.Close()))
 		}
-	}
+		return true
+	})
 	return errors.Join(errs...)
 }
