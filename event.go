@@ -12,22 +12,22 @@ import (
 type EventKind uint8
 
 const (
-	EventNodeDown        EventKind = iota + 1 // a node failed WithFailureThreshold probes in a row
-	EventNodeUp                               // a down node answered a probe again
-	EventRoleChanged                          // a node's probes report another role (Detail: "replica -> primary")
-	EventPrimaryChanged                       // writes now go to Node (Detail: the previous primary, or "")
-	EventNoPrimary                            // no node is known to be primary; writes wait (Node: the last primary)
-	EventFenced                               // Node reports being a primary but lost to a higher timeline
-	EventUnfenced                             // a fenced node reports being in recovery again
-	EventReplicaExcluded                      // a replica stopped serving reads (Detail: why: "lag", "timeline")
-	EventReplicaIncluded                      // a replica serves reads again
-	EventPromoted                             // the router promoted Node (WithAutoPromote)
-	EventPromoteFailed                        // the router's promotion of Node failed, or was called off (Err)
-	EventMissingGrant                         // the probing role cannot see replicas' WAL receivers (Detail: the GRANT to run)
-	EventMemberJoined                         // OpenDiscovered's source reports a new member, Node
-	EventMemberLeft                           // the source no longer reports Node: it drains, then closes
-	EventSourceUnreachable                    // the source did not answer (Err): the last members and the router's own rules stand
-	EventSourceReachable                      // the source answers again
+	EventNodeDown          EventKind = iota + 1 // a node failed WithFailureThreshold probes in a row
+	EventNodeUp                                 // a down node answered a probe again
+	EventRoleChanged                            // a node's probes report another role (Detail: "replica -> primary")
+	EventPrimaryChanged                         // writes now go to Node (Detail: the previous primary, or "")
+	EventNoPrimary                              // no node is known to be primary; writes wait (Node: the last primary)
+	EventFenced                                 // Node reports being a primary but lost to a higher timeline
+	EventUnfenced                               // a fenced node reports being in recovery again
+	EventReplicaExcluded                        // a replica stopped serving reads (Detail: why: "lag", "timeline")
+	EventReplicaIncluded                        // a replica serves reads again
+	EventPromoted                               // the router promoted Node (WithAutoPromote)
+	EventPromoteFailed                          // the router's promotion of Node failed, or was called off (Err)
+	EventMissingGrant                           // the probing role cannot see replicas' WAL receivers (Detail: the GRANT to run)
+	EventMemberJoined                           // OpenDiscovered's source reports a new member, Node
+	EventMemberLeft                             // the source no longer reports Node: it drains, then closes
+	EventSourceUnreachable                      // the source did not answer (Err): the last members and the router's own rules stand
+	EventSourceReachable                        // the source answers again
 
 	eventKinds // how many kinds there are, plus one
 )
