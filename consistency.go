@@ -309,7 +309,7 @@ func replayedLSN(ctx context.Context, n *node) (uint64, error) {
 // queryLSN runs query, which returns one WAL position as decimal text, on n.
 func queryLSN(ctx context.Context, n *node, query string) (uint64, error) {
 	var lsn string
-	if err := n.db.QueryRowContext(ctx, query).Scan(&lsn); err != nil {
+	if err := n.db.QueryRowContext(ctx, query, n.simple...).Scan(&lsn); err != nil {
 		return 0, nodeErr(n, "query", err)
 	}
 	return strconv.ParseUint(lsn, 10, 64)

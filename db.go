@@ -35,14 +35,16 @@ type DB struct {
 	primaryLSN   atomic.Uint64         // the highest WAL position a primary was seen at
 	closed       atomic.Bool
 	grantNoted   atomic.Bool // EventMissingGrant was emitted
+	clashNoted   atomic.Bool // EventStatementClash was emitted
 
-	cfg    config
-	mem    atomic.Pointer[members] // the nodes; replaced whole when members come and go
-	owned  bool                    // Open or OpenDiscovered opened the handles, so Close closes them
-	drv    driver.Driver           // the first node's, for Driver
-	disc   *discovery              // OpenDiscovered's source; nil for Open and New
-	events emitter
-	face   *sql.DB // SQL(): a *sql.DB over virtual connections (face.go)
+	cfg        config
+	mem        atomic.Pointer[members] // the nodes; replaced whole when members come and go
+	owned      bool                    // Open or OpenDiscovered opened the handles, so Close closes them
+	drv        driver.Driver           // the first node's, for Driver
+	disc       *discovery              // OpenDiscovered's source; nil for Open and New
+	driverName string                  // Open's and OpenDiscovered's; "" for New
+	events     emitter
+	face       *sql.DB // SQL(): a *sql.DB over virtual connections (face.go)
 
 	ctx    context.Context // ends when Close is called
 	cancel context.CancelFunc
@@ -95,7 +97,7 @@ func Open(driverName, primaryDSN string, replicaDSNs []string, opts ...Option) (
 		}
 		handles = append(handles, h)
 	}
-	db, err := newDB(handles, uniqueNames(names), true, opts)
+	db, err := newDB(driverName, handles, dsns, uniqueNames(names), true, opts)
 	if err != nil {
 		return nil, closeAll(err)
 	}
@@ -122,20 +124,24 @@ func New(primary *sql.DB, replicas []*sql.DB, opts ...Option) (*DB, error) {
 		}
 		names = append(names, fmt.Sprintf("replica%d", i+1))
 	}
-	return newDB(handles, names, false, opts)
+	return newDB("", handles, nil, names, false, opts)
 }
 
-// newDB returns a DB over handles (the primary first) named names, after
-// applying and validating opts, and starts its background work.
-func newDB(handles []*sql.DB, names []string, owned bool, opts []Option) (*DB, error) {
+// newDB returns a DB over handles (the primary first; opened from dsns
+// with driverName, for Open) named names, after applying and validating
+// opts, and starts its background work.
+func newDB(driverName string, handles []*sql.DB, dsns, names []string, owned bool, opts []Option) (*DB, error) {
 	cfg, err := newConfig(opts, len(handles))
 	if err != nil {
 		return nil, err
 	}
+	if cfg.probeDSN != nil && dsns == nil {
+		return nil, &OptionError{Option: "WithProbeDSN", Value: "func", Reason: "needs the DSNs of Open or OpenDiscovered, not New's handles"}
+	}
 	if cfg.names != nil {
 		names = cfg.names
 	}
-	db := &DB{cfg: cfg, owned: owned, drv: handles[0].Driver()}
+	db := &DB{cfg: cfg, owned: owned, drv: handles[0].Driver(), driverName: driverName}
 	db.ctx, db.cancel = context.WithCancel(context.Background())
 	m := &members{byName: make(map[string]*node, len(handles))}
 	for i, h := range handles {
@@ -143,7 +149,19 @@ func newDB(handles []*sql.DB, names []string, owned bool, opts []Option) (*DB, e
 		if i == 0 {
 			role = RolePrimary
 		}
-		m.add(db.newNode(names[i], h, role))
+		dsn := ""
+		if dsns != nil {
+			dsn = dsns[i]
+		}
+		n, err := db.newNode(names[i], h, role, dsn)
+		if err != nil {
+			for _, n := range m.nodes {
+				db.closeNode(n)
+			}
+			db.cancel()
+			return nil, err
+		}
+		m.add(n)
 	}
 	db.mem.Store(m)
 	db.face = sql.OpenDB(&connector{db: db})

@@ -4,20 +4,40 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"reflect"
 	"strconv"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // A Dialect knows how to probe a node. PostgreSQL() learns role, WAL position
 // and timeline in one round trip; Generic() only pings.
 type Dialect interface {
-	probe(ctx context.Context, q querier) probeResult
+	probe(ctx context.Context, q querier, args []any) probeResult
 	knowsRoles() bool
 }
 
-// querier is what a probe runs on: a *sql.Conn kept for probes, or a pool.
+// querier is what a probe runs on: the node's probe pool.
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 	PingContext(ctx context.Context) error
+}
+
+// simpleArgs returns the arguments that make h's driver send a query
+// without a server-side prepared statement, whatever exec mode its DSN sets:
+// for pgx (its stdlib driver), pgx.QueryExecModeSimpleProtocol, which pgx
+// takes from a query's first argument; for other drivers, none. The probes
+// and the router's own queries use them: behind a transaction pooler
+// (PgBouncer before 1.21), a named prepared statement of one client
+// collides with another's on the server ("prepared statement
+// \"stmtcache_…\" already exists", 42P05), and probes failing that way
+// once marked a whole healthy cluster down.
+func simpleArgs(h *sql.DB) []any {
+	if t := reflect.TypeOf(h.Driver()); t != nil && t.Kind() == reflect.Pointer &&
+		t.Elem().PkgPath() == "github.com/jackc/pgx/v5/stdlib" && t.Elem().Name() == "Driver" {
+		return []any{pgx.QueryExecModeSimpleProtocol}
+	}
+	return nil
 }
 
 // PostgreSQL returns the dialect for PostgreSQL streaming replication (the
@@ -42,7 +62,7 @@ type probeResult struct {
 type genericDialect struct{}
 
 func (genericDialect) knowsRoles() bool { return false }
-func (genericDialect) probe(ctx context.Context, q querier) probeResult {
+func (genericDialect) probe(ctx context.Context, q querier, _ []any) probeResult {
 	return probeResult{err: q.PingContext(ctx)}
 }
 
@@ -69,13 +89,13 @@ const postgresProbe = `SELECT r,
 	CASE WHEN r THEN COALESCE((SELECT COALESCE(status, 'hidden') FROM pg_stat_wal_receiver), 'none') ELSE '' END
 FROM pg_is_in_recovery() AS r`
 
-func (postgresDialect) probe(ctx context.Context, q querier) probeResult {
+func (postgresDialect) probe(ctx context.Context, q querier, args []any) probeResult {
 	var (
 		r         probeResult
 		lsn       string
 		tl, cptTL sql.NullInt64
 	)
-	r.err = q.QueryRowContext(ctx, postgresProbe).Scan(&r.inRecovery, &lsn, &tl, &cptTL, &r.receiver)
+	r.err = q.QueryRowContext(ctx, postgresProbe, args...).Scan(&r.inRecovery, &lsn, &tl, &cptTL, &r.receiver)
 	if r.err != nil {
 		return r
 	}

@@ -94,7 +94,7 @@ func OpenDiscovered(driverName string, d Discoverer, opts ...Option) (*DB, error
 	if err != nil {
 		return nil, fmt.Errorf("dbrouter: OpenDiscovered: %w", err)
 	}
-	db := &DB{cfg: cfg, owned: true, disc: &discovery{d: d, driverName: driverName, now: make(chan struct{}, 1)}}
+	db := &DB{cfg: cfg, owned: true, driverName: driverName, disc: &discovery{d: d, driverName: driverName, now: make(chan struct{}, 1)}}
 	db.ctx, db.cancel = context.WithCancel(context.Background())
 	m := &members{byName: make(map[string]*node, len(ms))}
 	for _, mb := range ms {
@@ -173,7 +173,11 @@ func (db *DB) openMember(m Member) (*node, error) {
 	if m.Primary {
 		role = RolePrimary
 	}
-	n := db.newNode(m.Name, h, role)
+	n, err := db.newNode(m.Name, h, role, m.DSN)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
 	n.dsn, n.member, n.noLoadBalance = m.DSN, true, m.NoLoadBalance
 	return n, nil
 }

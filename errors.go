@@ -38,6 +38,15 @@ var (
 	// fallback is off (WithReplicaFallback(false)).
 	ErrNoReplica = errors.New("dbrouter: no replica available")
 
+	// ErrPrimaryLost is returned by a write (Exec, a transaction's Commit)
+	// that a node ran after the router had seen that node stop being the
+	// primary: another node became the primary, or it was fenced. The node
+	// may have committed it on a history the cluster no longer follows
+	// (behind a pooler, a write queued while the primary was down can
+	// commit on it when it restarts, after a failover), so the router does
+	// not report it as done: it may be lost. The error wraps the node's.
+	ErrPrimaryLost = errors.New("dbrouter: the node stopped being the primary before the write returned: its outcome is unknown")
+
 	// ErrInvalidToken is returned by ResumeSession for a token it cannot
 	// parse.
 	ErrInvalidToken = errors.New("dbrouter: invalid session token")
@@ -123,6 +132,26 @@ func refusedByStandby(err error) bool {
 		return true
 	}
 	return false
+}
+
+// poolerLostServer reports whether err is a connection pooler saying that
+// the server behind it cannot be reached: PgBouncer's 08P01 "server login has
+// been failing, try again later (server_login_retry)" and "pgbouncer cannot
+// connect to server". (Its query_wait_timeout, 08P01 too, says only that the
+// pooler's pool was full.) PgBouncer sends no other code for these, so the
+// message decides.
+func poolerLostServer(err error) bool {
+	if sqlState(err) != "08P01" {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "server login has been failing") || strings.Contains(msg, "cannot connect to server")
+}
+
+// poolerQueueFull reports whether err is PgBouncer's query_wait_timeout: a
+// client waited in the pooler's queue for a server connection too long.
+func poolerQueueFull(err error) bool {
+	return sqlState(err) == "08P01" && strings.Contains(err.Error(), "query_wait_timeout")
 }
 
 // isConnError reports whether err says the connection or the server failed,

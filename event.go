@@ -28,6 +28,7 @@ const (
 	EventMemberLeft                             // the source no longer reports Node: it drains, then closes
 	EventSourceUnreachable                      // the source did not answer (Err): the last members and the router's own rules stand
 	EventSourceReachable                        // the source answers again
+	EventStatementClash                         // prepared statements collide behind a transaction pooler (Detail: the DSN setting that fixes it)
 
 	eventKinds // how many kinds there are, plus one
 )
@@ -71,6 +72,8 @@ func (k EventKind) String() string {
 		return "source unreachable"
 	case EventSourceReachable:
 		return "source reachable"
+	case EventStatementClash:
+		return "statement clash"
 	}
 	return "unknown"
 }
@@ -239,7 +242,7 @@ func (em *emitter) drain() {
 func (db *DB) emit(e Event) {
 	level := slog.LevelInfo
 	switch e.Kind {
-	case EventNodeDown, EventNoPrimary, EventFenced, EventPromoteFailed, EventMissingGrant, EventSourceUnreachable:
+	case EventNodeDown, EventNoPrimary, EventFenced, EventPromoteFailed, EventMissingGrant, EventSourceUnreachable, EventStatementClash:
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{slog.String("event", e.Kind.String()), slog.String("node", e.Node)}

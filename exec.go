@@ -156,5 +156,8 @@ func (db *DB) execCall(ctx context.Context, c call, args []any) (sql.Result, err
 		return nil, nodeErr(d.n, "exec", err)
 	}
 	db.noteWrite(rc.session)
+	if !db.stillPrimary(d.n) {
+		return nil, nodeErr(d.n, "exec", ErrPrimaryLost)
+	}
 	return res, nil
 }

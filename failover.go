@@ -62,6 +62,7 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 		fenced := roles && n.h.probed && n.h.up && n.h.role == RolePrimary && n != primary
 		if fenced != n.h.fenced {
 			n.h.fenced, n.h.since = fenced, now
+			n.fenced.Store(fenced)
 			kind := EventUnfenced
 			if fenced {
 				kind = EventFenced
@@ -313,7 +314,7 @@ func (db *DB) askPromotionFacts() []promotionFact {
 			defer cancel()
 			f := promotionFact{n: n}
 			var replay, receive string
-			f.err = n.probes.QueryRowContext(ctx, promotionProbe).Scan(&f.inRecovery, &replay, &receive,
+			f.err = n.probes.QueryRowContext(ctx, promotionProbe, n.simple...).Scan(&f.inRecovery, &replay, &receive,
 				&f.timeline, &f.receiver, &f.started, &f.port)
 			if f.err == nil {
 				f.replay, f.err = strconv.ParseUint(replay, 10, 64)
@@ -376,7 +377,7 @@ func (db *DB) promote() {
 	if err == nil {
 		ctx, cancel := context.WithTimeout(db.ctx, 30*time.Second)
 		var ok bool
-		err = n.db.QueryRowContext(ctx, "SELECT pg_promote(true, 25)").Scan(&ok)
+		err = n.db.QueryRowContext(ctx, "SELECT pg_promote(true, 25)", n.simple...).Scan(&ok)
 		cancel()
 		if err == nil && !ok {
 			err = errors.New("pg_promote returned false")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -147,7 +148,7 @@ func (db *DB) noteMissingGrant(n *node) {
 	defer cancel()
 	role := "the probing role"
 	var name string
-	if err := n.probes.QueryRowContext(ctx, "SELECT quote_ident(current_user)").Scan(&name); err == nil {
+	if err := n.probes.QueryRowContext(ctx, "SELECT quote_ident(current_user)", n.simple...).Scan(&name); err == nil {
 		role = name
 	}
 	detail := "GRANT pg_monitor TO " + role + ": without it (or pg_read_all_stats) a replica's timeline is seen only at its " +
@@ -158,6 +159,36 @@ func (db *DB) noteMissingGrant(n *node) {
 		db.queueLocked(db.event(EventMissingGrant, n, db.cfg.clock.now(), detail, nil))
 	}
 	db.mu.Unlock()
+}
+
+// probeVerdict is what a probe's error says of its node.
+type probeVerdict uint8
+
+const (
+	probeOK      probeVerdict = iota
+	probeFailed               // no answer, or the connection failed: one failure more
+	probeDownNow              // a pooler says the server behind it cannot be reached: down at once
+	probeAlive                // the server answered with an error about the probe, not itself
+)
+
+// verdict judges a probe's error. An error the server sent (an SQLSTATE from
+// a live backend) says the server is up, unless it is one that says the
+// server is going away or cannot be reached (connection exceptions, 08xxx;
+// shutdown, 57P0x). PgBouncer answers 08P01 "server login has been failing"
+// (and "pgbouncer cannot connect to server") while the node behind it is
+// down: that is a down signal at once, whatever WithFailureThreshold says.
+func verdict(err error) probeVerdict {
+	switch {
+	case err == nil:
+		return probeOK
+	case poolerLostServer(err):
+		return probeDownNow
+	case poolerQueueFull(err):
+		return probeAlive // waited for the pooler's pool, not for the server
+	case isConnError(err) || sqlState(err) == "":
+		return probeFailed
+	}
+	return probeAlive
 }
 
 // applyTimeline records the timeline a probe reported. A primary's is exact,
@@ -202,11 +233,22 @@ func (db *DB) primaryIsSlow(gen uint64) {
 
 // probe probes n through its probe pool (see probePool): never through the
 // application's pool, so an application that exhausted it cannot starve the
-// probes and get a healthy node marked down.
+// probes and get a healthy node marked down. A probe that fails says
+// whether it failed connecting or waiting for the server's answer (which a
+// pooler in front, its pool full, may be holding in its queue).
 func (db *DB) probe(ctx context.Context, n *node) probeResult {
 	n.probeMu.Lock()
 	defer n.probeMu.Unlock()
-	return db.cfg.dialect.probe(ctx, n.probes)
+	conn, err := n.probes.Conn(ctx)
+	if err != nil {
+		return probeResult{err: fmt.Errorf("connecting: %w", err)}
+	}
+	defer conn.Close()
+	r := db.cfg.dialect.probe(ctx, conn, n.simple)
+	if r.err != nil {
+		r.err = fmt.Errorf("waiting for the answer: %w", r.err)
+	}
+	return r
 }
 
 // probeDelay is how long n's loop waits before its next probe.
@@ -236,6 +278,9 @@ func (db *DB) probeDelay(n *node) time.Duration {
 func (db *DB) signal(n *node, err error) {
 	if err == nil {
 		return
+	}
+	if statementClash(err) && db.clashNoted.CompareAndSwap(false, true) {
+		db.noteClash(n, err)
 	}
 	primary := n == db.table.Load().primary
 	// A deadline that ran out on the primary may be a hung primary: worth a
@@ -271,7 +316,22 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 	h := &n.h
 	before := h.state()
 	h.latency = latency
-	if r.err != nil {
+	switch verdict(r.err) {
+	case probeAlive:
+		// The server answered, with an error about the probe rather than
+		// about itself (a pooler's prepared statement clash, a permission):
+		// it is alive, and what it is stays as the last probe saw it.
+		h.fails, h.lastErr = 0, r.err
+		if !h.probed {
+			h.up, h.probed = true, true
+		}
+	case probeDownNow:
+		h.fails, h.lastErr = max(h.fails+1, db.cfg.failureThreshold), r.err
+		if h.up {
+			h.bo.Reset()
+		}
+		h.up, h.probed = false, true
+	case probeFailed:
 		h.fails++
 		h.lastErr = r.err
 		if h.fails >= db.cfg.failureThreshold {
@@ -280,7 +340,7 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 			}
 			h.up, h.probed = false, true
 		}
-	} else {
+	default:
 		h.fails, h.up, h.probed = 0, true, true
 		if db.cfg.dialect.knowsRoles() {
 			role := RoleReplica
@@ -331,4 +391,27 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 	if promote {
 		db.promote()
 	}
+}
+
+// statementClash reports whether err is what pgx's statement cache meets
+// behind a transaction pooler: its named prepared statements ("stmtcache_…")
+// created on one server connection and looked for on another (26000), or
+// created twice on one (42P05).
+func statementClash(err error) bool {
+	switch sqlState(err) {
+	case "42P05", "26000":
+		return strings.Contains(err.Error(), "stmtcache_")
+	}
+	return false
+}
+
+// noteClash says, once, what fixes a statement clash: the DSN's exec mode.
+func (db *DB) noteClash(n *node, err error) {
+	detail := "pgx's prepared statements collide behind a transaction pooler (PgBouncer before 1.21): set " +
+		"default_query_exec_mode=simple_protocol (or exec, or cache_describe) in the DSN, and WithServerPreparedStatements(false)"
+	db.mu.Lock()
+	if db.ctx.Err() == nil {
+		db.queueLocked(db.event(EventStatementClash, n, db.cfg.clock.now(), detail, err))
+	}
+	db.mu.Unlock()
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -70,6 +71,7 @@ type node struct {
 	misroutes atomic.Uint64
 	retries   atomic.Uint64
 	replayed  atomic.Uint64 // last known WAL position (replayed on a replica); read by sessions
+	fenced    atomic.Bool   // h.fenced, for the write path, which takes no lock
 
 	name          string
 	db            *sql.DB
@@ -83,6 +85,7 @@ type node struct {
 
 	replay  replayPoll // sessions waiting for this replica to catch up
 	probes  *sql.DB    // the probes' own pool of one connection, see probePool
+	simple  []any      // arguments for a query without a server-side prepared statement, see simpleArgs
 	probeMu sync.Mutex // serializes probes of this node
 
 	h nodeHealth // protected by DB.mu
@@ -138,12 +141,22 @@ func (m *members) add(n *node) {
 // nodeList returns the nodes now. The slice is shared: do not change it.
 func (db *DB) nodeList() []*node { return db.mem.Load().nodes }
 
-// newNode returns a node over handle h, with a probe pool of its own, whose
-// life ends with the DB's or when it leaves.
-func (db *DB) newNode(name string, h *sql.DB, role Role) *node {
-	n := &node{name: name, db: h, probes: probePool(h), configured: role, probeNow: make(chan struct{}, 1)}
+// newNode returns a node over handle h, opened from dsn ("" for New), with
+// a probe pool of its own, whose life ends with the DB's or when it leaves.
+func (db *DB) newNode(name string, h *sql.DB, role Role, dsn string) (*node, error) {
+	var probes *sql.DB
+	if f := db.cfg.probeDSN; f != nil {
+		p, err := sql.Open(db.driverName, f(dsn))
+		if err != nil {
+			return nil, fmt.Errorf("dbrouter: open the probes' connection of %s: %w", name, err)
+		}
+		probes = limitProbePool(p)
+	} else {
+		probes = probePool(h)
+	}
+	n := &node{name: name, db: h, probes: probes, simple: simpleArgs(h), configured: role, probeNow: make(chan struct{}, 1)}
 	n.ctx, n.stop = context.WithCancel(db.ctx)
-	return n
+	return n, nil
 }
 
 // closeNode closes what n holds: its probe pool, and its handle when the DB
@@ -158,6 +171,14 @@ func (db *DB) closeNode(n *node) error {
 		errs = append(errs, n.db.Close())
 	}
 	return nodeErr(n, "close", errors.Join(errs...))
+}
+
+// stillPrimary reports whether a write that n just ran may be reported as
+// done: n is the primary, or no primary is known and n is not fenced (a
+// probe may merely have missed it).
+func (db *DB) stillPrimary(n *node) bool {
+	p := db.table.Load().primary
+	return p == n || p == nil && !n.fenced.Load()
 }
 
 // count records a statement routed to n.
@@ -193,7 +214,11 @@ func probePool(h *sql.DB) *sql.DB {
 	if c == nil {
 		return h
 	}
-	p := sql.OpenDB(probeConnector{c})
+	return limitProbePool(sql.OpenDB(probeConnector{c}))
+}
+
+// limitProbePool makes p a pool of one connection for probes.
+func limitProbePool(p *sql.DB) *sql.DB {
 	p.SetMaxOpenConns(1)
 	p.SetMaxIdleConns(1)
 	p.SetConnMaxLifetime(probeConnLifetime)

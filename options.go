@@ -20,6 +20,10 @@ const (
 	DefaultReadOnlyTx       = true // WithReadOnlyTxOnReplica
 	DefaultReplicaFallback  = true // WithReplicaFallback
 
+	// DefaultServerPreparedStatements is WithServerPreparedStatements'
+	// default: statements dbrouter prepares are prepared on the server.
+	DefaultServerPreparedStatements = true
+
 	// DefaultFastProbeInterval is how often nodes are probed while no primary
 	// is known or the primary has just failed a probe.
 	DefaultFastProbeInterval = 100 * time.Millisecond
@@ -54,6 +58,8 @@ type config struct {
 	names               []string // primary first; nil when not set
 	session             SessionMode
 	discoveryInterval   time.Duration
+	probeDSN            func(dsn string) string
+	serverPrepare       bool
 
 	// for tests
 	clock        clock
@@ -74,6 +80,7 @@ func defaultConfig() config {
 		maxBackoff:          DefaultMaxBackoff,
 		session:             SessionCausal(0),
 		discoveryInterval:   DefaultDiscoveryInterval,
+		serverPrepare:       DefaultServerPreparedStatements,
 		balancer:            RoundRobin(),
 		logger:              slog.New(slog.DiscardHandler),
 		clock:               realClock{},
@@ -324,4 +331,32 @@ func quoted(names []string) string {
 		q[i] = strconv.Quote(n)
 	}
 	return strings.Join(q, ", ")
+}
+
+// WithProbeDSN opens each node's probe connection (Open, OpenDiscovered)
+// with f(dsn) instead of the node's own DSN: behind PgBouncer, another user
+// (with a pool of its own, that the application's load cannot fill) or
+// another database name mapped to a reserved pool, so that a saturated
+// pooler never makes a healthy node look down. Not with New, which has no
+// DSNs. Default: the node's DSN, through a connection of its own.
+func WithProbeDSN(f func(dsn string) string) Option {
+	return func(c *config) {
+		if f == nil {
+			c.fail("WithProbeDSN", nil, "must not be nil")
+			return
+		}
+		c.probeDSN = f
+	}
+}
+
+// WithServerPreparedStatements sets whether the statements dbrouter
+// prepares (PrepareRouted, DB.Prepare, SQL().Prepare) are prepared on the
+// server. Off, each run sends the statement's text, as a query (the
+// driver's exec mode then decides how: pgx's simple_protocol, exec or
+// cache_describe send no named statement): what a transaction pooler
+// (PgBouncer before 1.21) needs, where a statement prepared on one server
+// connection is missing on the next. Default
+// DefaultServerPreparedStatements (true).
+func WithServerPreparedStatements(on bool) Option {
+	return func(c *config) { c.serverPrepare = on }
 }

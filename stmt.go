@@ -19,8 +19,19 @@ type Stmt struct {
 	query string
 	write bool
 
+	server bool // prepared on the servers; else each call sends the text (WithServerPreparedStatements)
 	closed atomic.Bool
 	on     sync.Map // *node -> *stmtOn
+}
+
+// call returns s's call: through its statements prepared on the nodes, or
+// as its text.
+func (s *Stmt) call(write bool) call {
+	c := call{query: s.query, write: write}
+	if s.server {
+		c.stmt = s
+	}
+	return c
 }
 
 // stmtOn is a Stmt on one node.
@@ -49,7 +60,10 @@ func (db *DB) PrepareRouted(ctx context.Context, query string) (*Stmt, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	s := &Stmt{db: db, query: query, write: !sqlclass.Classify(query)}
+	s := &Stmt{db: db, query: query, write: !sqlclass.Classify(query), server: db.cfg.serverPrepare}
+	if !s.server {
+		return s, nil // WithServerPreparedStatements(false): each call sends the text
+	}
 	d, err := db.route(ctx, routeOf(ctx), query, s.write)
 	if err != nil {
 		return nil, err
@@ -107,7 +121,7 @@ func (s *Stmt) QueryContext(ctx context.Context, args ...any) (*sql.Rows, error)
 	if err := s.usable(); err != nil {
 		return nil, err
 	}
-	return s.db.queryCall(ctx, call{stmt: s, query: s.query, write: s.write}, args)
+	return s.db.queryCall(ctx, s.call(s.write), args)
 }
 
 // Query runs the statement as QueryContext. Query uses context.Background
@@ -126,7 +140,7 @@ func (s *Stmt) queryRow(ctx context.Context, args []any, r *sqlRow) *sql.Row {
 	var rows *sql.Rows
 	err := s.usable()
 	if err == nil {
-		rows, err = s.db.queryCall(ctx, call{stmt: s, query: s.query, write: s.write}, args)
+		rows, err = s.db.queryCall(ctx, s.call(s.write), args)
 	}
 	if row := r.fill(rows, err); row != nil {
 		return row
@@ -145,7 +159,7 @@ func (s *Stmt) ExecContext(ctx context.Context, args ...any) (sql.Result, error)
 	if err := s.usable(); err != nil {
 		return nil, err
 	}
-	return s.db.execCall(ctx, call{stmt: s, query: s.query, write: true}, args)
+	return s.db.execCall(ctx, s.call(true), args)
 }
 
 // Exec runs the statement as ExecContext. Exec uses context.Background

@@ -283,6 +283,9 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 		p.release(c.db, false)
 	}
 	c.db.noteWrite(rc.session)
+	if !c.db.stillPrimary(d.n) {
+		return nil, nodeErr(d.n, "exec", ErrPrimaryLost)
+	}
 	return res, nil
 }
 
@@ -373,7 +376,17 @@ type vtx struct {
 	over  *atomic.Bool // set when it ends, for sessions
 }
 
-func (t *vtx) Commit() error   { return t.end(t.tx.Commit()) }
+// Commit commits; a read-write transaction whose node stopped being the
+// primary meanwhile reports ErrPrimaryLost, even when its node says it
+// committed.
+func (t *vtx) Commit() error {
+	n := t.c.phys.n
+	err := t.end(t.tx.Commit())
+	if err == nil && t.write && !t.c.db.stillPrimary(n) {
+		return nodeErr(n, "commit", ErrPrimaryLost)
+	}
+	return err
+}
 func (t *vtx) Rollback() error { return t.end(t.tx.Rollback()) }
 
 // end gives the transaction's connection back, unless c's session is pinned
@@ -408,8 +421,8 @@ func (c *vconn) PrepareContext(ctx context.Context, query string) (driver.Stmt, 
 	}
 	readOnly, _ := sqlclass.Describe(query)
 	p, _, err := c.held()
-	if err != nil {
-		return nil, err
+	if err != nil || !c.db.cfg.serverPrepare {
+		return &vstmt{c: c, query: query}, err // WithServerPreparedStatements(false): nothing to check it with
 	}
 	if p == nil {
 		if _, _, p, err = c.take(ctx, query, !readOnly); err != nil {

@@ -1,0 +1,186 @@
+package dbrouter
+
+import (
+	"context"
+	"database/sql/driver"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dbrouter/dbrouter/internal/fakedriver"
+	"github.com/dbrouter/dbrouter/internal/testwait"
+)
+
+// What a probe's error says of its node, behind a pooler or not.
+func TestProbeVerdicts(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want probeVerdict
+	}{
+		{"no error", nil, probeOK},
+		{"refused", driver.ErrBadConn, probeFailed},
+		{"timed out", context.DeadlineExceeded, probeFailed},
+		{"the server shuts down", fakedriver.AdminShutdownError(), probeFailed},
+		{"a pooler's prepared statement clash", &fakedriver.Error{Code: "42P05", Message: `prepared statement "stmtcache_1" already exists`}, probeAlive},
+		{"a missing one", &fakedriver.Error{Code: "26000", Message: `prepared statement "stmtcache_1" does not exist`}, probeAlive},
+		{"a permission", &fakedriver.Error{Code: "42501", Message: "permission denied for function pg_current_wal_lsn"}, probeAlive},
+		{"PgBouncer: the server behind is down", &fakedriver.Error{Code: "08P01", Message: "server login has been failing, try again later (server_login_retry)"}, probeDownNow},
+		{"PgBouncer: cannot connect", &fakedriver.Error{Code: "08P01", Message: "pgbouncer cannot connect to server"}, probeDownNow},
+		{"PgBouncer: its pool is full", &fakedriver.Error{Code: "08P01", Message: "query_wait_timeout"}, probeAlive},
+		{"PgBouncer: another protocol error", &fakedriver.Error{Code: "08P01", Message: "server conn crashed?"}, probeFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, verdict(tc.err))
+		})
+	}
+}
+
+// Behind a transaction pooler, probes that clash on prepared statements
+// leave the nodes up (the server answered); a pooler saying the server
+// behind it is down marks the node down at once.
+func TestProbeErrorsFromAPooler(t *testing.T) {
+	pc := newPGCluster(t, 1)
+	clash := &fakedriver.Error{Code: "42P05", Message: `prepared statement "stmtcache_9" already exists`}
+	pc.conns[0].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+		if op == fakedriver.OpQuery && q == postgresProbe {
+			return clash
+		}
+		return nil
+	})
+	for range 5 {
+		pc.probe()
+	}
+	p := nodeStatus(t, pc.db, "primary")
+	assert.Equal(t, StateUp, p.State, "the server answered every probe")
+	assert.Equal(t, "primary", pc.db.Status().Primary)
+	assert.ErrorIs(t, p.LastError, clash, "Status shows what the probes met")
+
+	pc.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+		if op == fakedriver.OpQuery && q == postgresProbe {
+			return &fakedriver.Error{Code: "08P01", Message: "server login has been failing, try again later (server_login_retry)"}
+		}
+		return nil
+	})
+	pc.probe() // one probe, though WithFailureThreshold is 2
+	assert.Equal(t, StateDown, nodeStatus(t, pc.db, "replica1").State)
+}
+
+// The application's statements meeting pgx's statement cache behind a
+// transaction pooler are told, once, what fixes it.
+func TestStatementClashIsNamedOnce(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	pc.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+		if op == fakedriver.OpQuery && q == "SELECT 1" {
+			return &fakedriver.Error{Code: "26000", Message: `prepared statement "stmtcache_42" does not exist`}
+		}
+		return nil
+	})
+	for range 3 {
+		pc.db.QueryRowContext(ctx, "SELECT 1").Scan(new(string))
+	}
+	pc.db.events.flush()
+	var clashes []Event
+	for _, e := range pc.db.Status().Events {
+		if e.Kind == EventStatementClash {
+			clashes = append(clashes, e)
+		}
+	}
+	require.Len(t, clashes, 1)
+	assert.Contains(t, clashes[0].Detail, "default_query_exec_mode=simple_protocol")
+}
+
+// A write the old primary acknowledges after another node became the
+// primary is not reported as done: it may be lost. (Behind PgBouncer,
+// writes queued while the primary was down committed on it when it
+// restarted, after the failover, and the application was told they
+// succeeded.)
+func TestAWriteAcknowledgedByANodeThatLostTheRoleFails(t *testing.T) {
+	ctx := context.Background()
+	for _, face := range []string{"DB", "SQL()", "transaction"} {
+		t.Run(face, func(t *testing.T) {
+			pc := newPGCluster(t, 1)
+			entered, release := make(chan struct{}), make(chan struct{})
+			pc.conns[0].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+				if (op == fakedriver.OpExec && q == "INSERT queued") || op == fakedriver.OpCommit {
+					close(entered)
+					<-release
+				}
+				return nil
+			})
+			done := make(chan error, 1)
+			go func() {
+				switch face {
+				case "DB":
+					_, err := pc.db.ExecContext(ctx, "INSERT queued")
+					done <- err
+				case "SQL()":
+					_, err := pc.db.SQL().ExecContext(ctx, "INSERT queued")
+					done <- err
+				default:
+					tx, err := pc.db.BeginTx(ctx, nil)
+					if err == nil {
+						err = tx.Commit()
+					}
+					done <- err
+				}
+			}()
+			<-entered
+			pc.pg[1].inRecovery.Store(false) // a failover while the write is held
+			pc.pg[1].timeline.Store(2)
+			pc.probe()
+			require.Equal(t, "replica1", pc.db.Status().Primary)
+			close(release) // the old primary acknowledges it now
+			select {
+			case err := <-done:
+				assert.ErrorIs(t, err, ErrPrimaryLost)
+			case <-time.After(10 * time.Second):
+				t.Fatal("the write did not return")
+			}
+		})
+	}
+}
+
+// With WithServerPreparedStatements(false), nothing dbrouter prepares is
+// prepared on a server: every run sends the text.
+func TestWithoutServerPreparedStatements(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1, WithServerPreparedStatements(false))
+	st, err := pc.db.PrepareRouted(ctx, "SELECT 1")
+	require.NoError(t, err)
+	defer st.Close()
+	ps, err := pc.db.Prepare("UPDATE t SET a = $1")
+	require.NoError(t, err)
+	defer ps.Close()
+	for i := range 5 {
+		assert.Equal(t, "replica1", served(t, stmtRow{st}, ctx, ""))
+		_, err := ps.ExecContext(ctx, i)
+		require.NoError(t, err)
+	}
+	for _, c := range pc.conns {
+		assert.Zero(t, c.Count(fakedriver.OpPrepare), "%s: a statement was prepared on the server", c.Name())
+	}
+}
+
+// WithProbeDSN sends the probes elsewhere: behind PgBouncer, another user
+// with a pool of its own.
+func TestWithProbeDSN(t *testing.T) {
+	p, r, probeP, probeR := fakedriver.New("p"), fakedriver.New("r"), fakedriver.New("probe-p"), fakedriver.New("probe-r")
+	drv, err := fakedriver.Register(p, r, probeP, probeR)
+	require.NoError(t, err)
+	db, err := Open(drv, "p", []string{"r"}, WithDialect(Generic()), WithProbeInterval(10*time.Millisecond),
+		WithProbeDSN(func(dsn string) string { return "probe-" + dsn }))
+	require.NoError(t, err)
+	defer db.Close()
+	testwait.Until(t, 10*time.Second, "probes on the probe DSNs", func() bool {
+		return probeP.Count(fakedriver.OpPing) > 2 && probeR.Count(fakedriver.OpPing) > 2
+	})
+	assert.Zero(t, p.Count(fakedriver.OpPing)+r.Count(fakedriver.OpPing), "no probe on the nodes' own DSNs")
+
+	f := newFakeNodes(t, 0)
+	_, err = New(f.dbs[0], nil, WithProbeDSN(func(dsn string) string { return dsn }))
+	assert.ErrorIs(t, err, ErrInvalidOption, "New has no DSNs")
+}
