@@ -83,7 +83,8 @@ func main() {
 	clusters.closeAll()
 	if err != nil {
 		if ctx.Err() != nil {
-			fmt.Fprintln(os.Stderr, "peers: interrupted; every cluster was removed:", err)
+			first, _, _ := strings.Cut(err.Error(), "\n")
+			fmt.Fprintln(os.Stderr, "peers: interrupted; every cluster was removed:", first)
 			os.Exit(130)
 		}
 		fmt.Fprintln(os.Stderr, "peers:", err)
