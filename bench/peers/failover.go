@@ -209,8 +209,25 @@ func (b *bench) crashEpisode(ctx context.Context, k *contender) error {
 	if err := n0.QueryRow(ctx, q, &rows); err == nil {
 		r.put(scSplitBrain, k.key, "oldRows", float64(rows))
 	}
-	b.log.printf("  %s: split brain: node0 took %d of %d writes and served %d of %d reads", k.key,
-		bw.byNode[n0.Name()], bw.total-bw.failed, br.byNode[n0.Name()], br.total-br.failed)
+	// Where does a client opened now, during the split brain, write? (The
+	// load's own connections may all predate node0's return.)
+	fresh, err := k.open(n0, []*pgcluster.Node{n1, n2})
+	if err != nil {
+		r.str(scSplitBrain, k.key, "freshClient", "open failed: "+errKind(err))
+	} else {
+		wctx, cancel := context.WithTimeout(ctx, p.callTimeout)
+		node, err := fresh.write(wctx, -2)
+		cancel()
+		if err != nil {
+			node = "failed: " + errKind(err)
+		}
+		r.str(scSplitBrain, k.key, "freshClient", node)
+		if err := closeBounded(fresh, 10*time.Second); err != nil {
+			b.log.printf("  %s: close: %v", k.key, err)
+		}
+	}
+	b.log.printf("  %s: split brain: node0 took %d of %d writes and served %d of %d reads; a new client writes to %s", k.key,
+		bw.byNode[n0.Name()], bw.total-bw.failed, br.byNode[n0.Name()], br.total-br.failed, r.getStr(scSplitBrain, k.key, "freshClient"))
 	return nil
 }
 
@@ -274,8 +291,7 @@ func (b *bench) hang(ctx context.Context, k *contender) error {
 	r.errs(scHang, k.key, "writes", writes.errs)
 	r.put(scHang, k.key, "stuck", float64(stuck))
 	r.put(scHang, k.key, "slowest", slowest(calls).Seconds())
-	r.put(scHang, k.key, "goroutinesBefore", float64(before))
-	r.put(scHang, k.key, "goroutinesDuring", float64(during))
+	r.put(scHang, k.key, "goroutinesGrowth", float64(during-before))
 	if notReturned > 0 {
 		r.note(scHang, k.key, fmt.Sprintf("%d calls ignored their context when the load stopped", notReturned))
 	}

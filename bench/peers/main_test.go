@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -126,3 +128,71 @@ func TestQuickSubset(t *testing.T) {
 }
 
 func nan() float64 { return never - never }
+
+// TestMarkdown renders a report from made-up figures of two runs: every
+// section is there, nothing is left unformatted, and the list of places
+// where a peer beat dbrouter tells losses in every run from losses by the
+// median only.
+func TestMarkdown(t *testing.T) {
+	cfg, err := parseFlags([]string{"-runs", "2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBench(cfg, io.Discard)
+	r := b.res
+	for i, k := range contenders {
+		f := float64(i)
+		for run := range 2 {
+			g := f + float64(run)
+			for call := range nCalls {
+				for _, m := range overheadModes {
+					name := fmt.Sprintf("%d.%s", call, m.name)
+					r.put(scOverhead, k.key, "ratio."+name, 1+g/10)
+					r.put(scOverhead, k.key, "ns."+name, 1000+g)
+				}
+				r.put(scOverhead, k.key, fmt.Sprintf("allocs.%d", call), 7)
+				r.put(scOverhead, k.key, fmt.Sprintf("rawAllocs.%d", call), 7)
+			}
+			for _, m := range []string{"readsFailed", "writesFailed"} {
+				r.put(scCrash, k.key, m, g)
+				r.put(scHang, k.key, m, g)
+			}
+			for _, m := range []string{"readsTotal", "writesTotal"} {
+				r.put(scCrash, k.key, m, 100)
+				r.put(scHang, k.key, m, 100)
+			}
+			r.put(scCrash, k.key, "promoToWrite", map[bool]float64{true: 0.05 + g/100, false: never}[i%2 == 0])
+			r.put(scCrash, k.key, "recovered", float64(1-i%2))
+			r.put(scSplitBrain, k.key, "oldWrites", g)
+			r.put(scSplitBrain, k.key, "splitWrites", 10)
+			r.put(scStale, k.key, "staleReads", g)
+			r.put(scStale, k.key, "staleTotal", 10)
+			r.put(scHang, k.key, "promoToWrite", never)
+			r.put(scHang, k.key, "freshToWrite", 0.9)
+			r.put(scHang, k.key, "stuck", 0)
+			r.put(scHang, k.key, "goroutinesGrowth", 3)
+			for _, d := range []string{"node1", "node2"} {
+				r.put(scLag, k.key, "stale.without."+d, 30-g)
+				r.put(scLag, k.key, "trials.without."+d, 50)
+			}
+		}
+		r.str(scOverhead, k.key, "route.0", "replica")
+		r.errs(scCrash, k.key, "writes", errKinds{"connection refused": 3})
+	}
+	r.fail(scHang, "gorm", errors.New("cluster did not start"))
+	report := b.markdown()
+	for _, want := range []string{"### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "### Summary",
+		"In every run", "By the median only", "never", "**run failed**: cluster did not start", "connection refused ×3"} {
+		if !strings.Contains(report, want) {
+			t.Errorf("the report has no %q", want)
+		}
+	}
+	for _, bad := range []string{"%!", "NaN", "+Inf"} {
+		if strings.Contains(report, bad) {
+			t.Errorf("the report holds %q:\n%s", bad, report)
+		}
+	}
+	if t.Failed() {
+		t.Log(report)
+	}
+}

@@ -90,6 +90,10 @@ func (b *bench) markdown() string {
 	}
 	m.line("")
 	m.line("Every contender gets the harness's DSNs (`postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable&connect_timeout=5`; pgx multi-host the same parameters in one keyword/value DSN) and `database/sql`'s default pool settings. yandex/go-hasql and tsenart/nap are not served by the Go module proxy here, so they are not measured by this program.")
+	if containsKey(b.cfg.peers, "gorm") {
+		m.line("")
+		m.line("gorm's dbresolver leaves goroutines behind: each `Register` makes a prepared-statement store per source and replica whose expiry goroutine never exits (`gorm.io/gorm/internal/lru`, as its own comment says), 3 here per registration, for good.")
+	}
 	m.line("")
 	if b.cfg.has(scOverhead) {
 		b.mdOverhead(&m)
@@ -117,7 +121,7 @@ func (b *bench) mdOverhead(m *md) {
 	r, p := b.res, b.p
 	m.line("### 1. Per-call overhead against a raw `*sql.DB` (no-op driver)")
 	m.line("")
-	m.line("Each contender over a primary and 2 replicas, each its own `*sql.DB` on `internal/noopdriver` (no I/O) with `SetMaxIdleConns(64)` (dbrouter with `WithDialect(Generic())`), beside one raw `*sql.DB` doing the same call; %d paired interleaved rounds of %v a side (`internal/paired`), the median of the per-round ratios (subject ÷ raw; 1.00 = no overhead) and the subject's ns per call. Parallel: 2×GOMAXPROCS goroutines a side. The plain row measures a raw `*sql.DB` against another: the noise floor.",
+	m.line("Each contender over a primary and 2 replicas, each its own `*sql.DB` on `internal/noopdriver` (no I/O) with `SetMaxIdleConns(64)` (dbrouter with `WithDialect(Generic())`), beside one raw `*sql.DB` doing the same call; %d paired interleaved rounds of %v a side (`internal/paired`), the median of the per-round ratios (subject ÷ raw; 1.00 = no overhead) and the subject's ns per call (median over runs). Parallel: 2×GOMAXPROCS goroutines a side. The plain row measures a raw `*sql.DB` against another: the noise floor.",
 		p.overheadRounds, dur(p.overheadRound))
 	m.line("")
 	ks := b.contendersSelected()
@@ -202,7 +206,7 @@ func (b *bench) ratioCell(k *contender, ratio, ns string) string {
 	if len(rs) == 0 {
 		return "—"
 	}
-	return formatted(rs, fmtRatio) + " · " + formatted(b.res.get(scOverhead, k.key, ns), func(v float64) string { return fmtInt(v) + " ns" })
+	return formatted(rs, fmtRatio) + " · " + fmtInt(medianOf(b.res.get(scOverhead, k.key, ns))) + " ns"
 }
 
 func (b *bench) mdCrash(m *md) {
@@ -212,7 +216,7 @@ func (b *bench) mdCrash(m *md) {
 	m.line("Under the load, the writers pause until both replicas have replayed everything, node0 is crashed (`pg_ctl stop -m immediate`) and the writers resume; node1 is promoted at once (`pg_promote`). Counted from the crash until writes reached node1 and %v passed, at most %v after the promotion. node2 is re-pointed to node1 only after scenario 4's window. \"Writes recover\": a write succeeded on node1 within %v of the promotion, with no restart of the application.",
 		dur(p.staleWindow), dur(p.recoverCap), dur(p.recoverCap))
 	m.line("")
-	m.header("contender", "failed reads", "failed writes", "promotion → first write on the new primary", "crash → first write", "writes recover without restart", "errors seen (reads; writes)", "notes")
+	m.header("contender", "failed reads", "failed writes", "promotion → first write on the new primary", "crash → first write", "writes recover without restart", b.errsHeader(), "notes")
 	for _, k := range b.contendersSelected() {
 		key := k.key
 		m.row(title(k),
@@ -225,6 +229,22 @@ func (b *bench) mdCrash(m *md) {
 			r.extras(scCrash, key))
 	}
 	m.line("")
+}
+
+// errsHeader names the errors column: kinds are counted over every run.
+func (b *bench) errsHeader() string {
+	if b.cfg.runs > 1 {
+		return fmt.Sprintf("errors seen (reads; writes), all %d runs", b.cfg.runs)
+	}
+	return "errors seen (reads; writes)"
+}
+
+// fmtSigned renders a count with its sign: "+3", "0", "-1".
+func fmtSigned(v float64) string {
+	if v > 0 {
+		return "+" + fmtInt(v)
+	}
+	return fmtInt(v)
 }
 
 func errCell(kinds ...errKinds) string {
@@ -243,15 +263,16 @@ func (b *bench) mdSplit(m *md) {
 	r, p := b.res, b.p
 	m.line("### 3. The old primary returns on its old timeline (split brain)")
 	m.line("")
-	m.line("After scenario 2 (node1 primary on timeline 2, node2 re-pointed to it), node0 is started again with its data: a primary on timeline 1. Counted for %v from the moment it accepts connections: successful writes it took (they are lost to the cluster), reads it served, and the rows of that window it holds by its own count.", dur(p.splitWindow))
+	m.line("After scenario 2 (node1 primary on timeline 2, node2 re-pointed to it), node0 is started again with its data: a primary on timeline 1. Counted for %v from the moment it accepts connections: successful writes it took (they are lost to the cluster), reads it served, and the rows of that window it holds by its own count. The load's connections may all predate node0's return, so after the window one write goes through a client of the contender opened right then (in the last run, for -runs N).", dur(p.splitWindow))
 	m.line("")
-	m.header("contender", "writes taken by the old primary", "reads served by the old primary", "rows it holds from the window", "failed writes", "errors seen (writes)", "notes")
+	m.header("contender", "writes taken by the old primary", "reads served by the old primary", "rows it holds from the window", "a client opened then writes to", "failed writes", strings.Replace(b.errsHeader(), "reads; writes", "writes", 1), "notes")
 	for _, k := range b.contendersSelected() {
 		key := k.key
 		m.row(title(k),
 			share(r.get(scSplitBrain, key, "oldWrites"), r.get(scSplitBrain, key, "splitWrites")),
 			share(r.get(scSplitBrain, key, "oldReads"), r.get(scSplitBrain, key, "splitReads")),
 			formatted(r.get(scSplitBrain, key, "oldRows"), fmtInt),
+			orDash(r.getStr(scSplitBrain, key, "freshClient")),
 			formatted(r.get(scSplitBrain, key, "splitWritesFailed"), fmtInt),
 			errCell(r.getErrs(scSplitBrain, key, "writes")),
 			r.extras(scSplitBrain, key))
@@ -281,10 +302,10 @@ func (b *bench) mdHang(m *md) {
 	r, p := b.res, b.p
 	m.line("### 5. The primary hangs (SIGSTOP), a replica is promoted")
 	m.line("")
-	m.line("Under the load, every process of node0 is stopped (`Freeze`: its port still accepts TCP connections, nothing answers) and node1 is promoted at once. Counted from the freeze until writes reached node1 and one more second passed, at most %v after the promotion. The load's two writers may both sit out their deadline on the frozen node, so beside the load a fresh write is issued every 100 ms from a goroutine of its own (same deadline): its first success on node1 shows when a new write gets there. A call is stuck when it took (or, at the end, had been running) longer than its %s deadline + %s. Failed writes count the load's writes from the freeze on (a few that began while the freeze was taking hold succeeded on node0).",
+	m.line("Under the load, every process of node0 is stopped (`Freeze`: its port still accepts TCP connections, nothing answers) and node1 is promoted at once. Counted from the freeze until writes reached node1 and one more second passed, at most %v after the promotion. The load's two writers may both sit out their deadline on the frozen node, so beside the load a fresh write is issued every 100 ms from a goroutine of its own (same deadline): its first success on node1 shows when a new write gets there. A call is stuck when it took (or, at the end, had been running) longer than its %s deadline + %s. Failed writes count the load's writes from the freeze on (a few that began while the freeze was taking hold succeeded on node0). Goroutines: the process's count at the end of the window less at the freeze, fresh writes in flight not counted.",
 		dur(p.recoverCap), dur(p.callTimeout), dur(p.stuckMargin))
 	m.line("")
-	m.header("contender", "promotion → first write of the load on the new primary", "promotion → first fresh write on it", "writes recover without restart", "calls stuck (load; fresh writes)", "slowest call", "failed reads", "failed writes", "goroutines before → during", "errors seen (reads; writes)", "notes")
+	m.header("contender", "promotion → first write of the load on the new primary", "promotion → first fresh write on it", "writes recover without restart", "calls stuck (load; fresh writes)", "slowest call", "failed reads", "failed writes", "goroutines: growth during the hang", b.errsHeader(), "notes")
 	for _, k := range b.contendersSelected() {
 		key := k.key
 		m.row(title(k),
@@ -295,7 +316,7 @@ func (b *bench) mdHang(m *md) {
 			formatted(r.get(scHang, key, "slowest"), fmtSeconds),
 			share(r.get(scHang, key, "readsFailed"), r.get(scHang, key, "readsTotal")),
 			share(r.get(scHang, key, "writesFailed"), r.get(scHang, key, "writesTotal")),
-			formatted(r.get(scHang, key, "goroutinesBefore"), fmtInt)+" → "+formatted(r.get(scHang, key, "goroutinesDuring"), fmtInt),
+			formatted(r.get(scHang, key, "goroutinesGrowth"), fmtSigned),
 			errCell(r.getErrs(scHang, key, "reads"), r.getErrs(scHang, key, "writes")),
 			r.extras(scHang, key))
 	}
@@ -385,7 +406,7 @@ func medianShare(parts, wholes []float64) float64 {
 type criterion struct {
 	sc    int
 	name  string
-	value func(key string) float64
+	runs  func(key string) []float64 // one value a run
 	show  func(v float64) string
 	slack float64 // differences within slack are ties (noise)
 }
@@ -394,13 +415,38 @@ type criterion struct {
 // baseline's raw-against-raw row shows how noisy a run was.
 const overheadSlack = 0.05
 
+// shares divides parts by wholes run by run (NaN where the whole is 0).
+func shares(parts, wholes []float64) []float64 {
+	var s []float64
+	for i := range min(len(parts), len(wholes)) {
+		if wholes[i] > 0 {
+			s = append(s, parts[i]/wholes[i])
+		} else {
+			s = append(s, math.NaN())
+		}
+	}
+	return s
+}
+
 func (b *bench) criteria() []criterion {
 	r := b.res
-	get := func(sc int, metric string) func(string) float64 {
-		return func(key string) float64 { return medianOf(r.get(sc, key, metric)) }
+	get := func(sc int, metric string) func(string) []float64 {
+		return func(key string) []float64 { return r.get(sc, key, metric) }
 	}
-	frac := func(sc int, part, whole string) func(string) float64 {
-		return func(key string) float64 { return medianShare(r.get(sc, key, part), r.get(sc, key, whole)) }
+	frac := func(sc int, part, whole string) func(string) []float64 {
+		return func(key string) []float64 { return shares(r.get(sc, key, part), r.get(sc, key, whole)) }
+	}
+	lag := func(mode string) func(string) []float64 {
+		return func(key string) []float64 {
+			m := mode
+			if k := findContender(key); m == "best" {
+				m = "without"
+				if k != nil && k.newRYW != nil {
+					m = "with"
+				}
+			}
+			return shares(b.lagSum(key, "stale", m), b.lagSum(key, "trials", m))
+		}
 	}
 	var cs []criterion
 	for call := range nCalls {
@@ -409,7 +455,7 @@ func (b *bench) criteria() []criterion {
 			cs = append(cs, criterion{scOverhead, "overhead, " + callNames[call] + ", " + mode.name, get(scOverhead, "ratio."+name), fmtRatio, overheadSlack})
 		}
 	}
-	cs = append(cs,
+	return append(cs,
 		criterion{scCrash, "crash: failed reads", frac(scCrash, "readsFailed", "readsTotal"), fmtPct, 0},
 		criterion{scCrash, "crash: failed writes", frac(scCrash, "writesFailed", "writesTotal"), fmtPct, 0},
 		criterion{scCrash, "crash: promotion → first write", get(scCrash, "promoToWrite"), fmtSeconds, 0.02},
@@ -421,24 +467,20 @@ func (b *bench) criteria() []criterion {
 		criterion{scHang, "hang: calls stuck", get(scHang, "stuck"), fmtInt, 0},
 		criterion{scHang, "hang: failed reads", frac(scHang, "readsFailed", "readsTotal"), fmtPct, 0},
 		criterion{scHang, "hang: failed writes", frac(scHang, "writesFailed", "writesTotal"), fmtPct, 0},
-		criterion{scLag, "lag: stale reads, best mode", func(key string) float64 {
-			if k := findContender(key); k != nil && k.newRYW != nil {
-				return medianShare(b.lagSum(key, "stale", "with"), b.lagSum(key, "trials", "with"))
-			}
-			return medianShare(b.lagSum(key, "stale", "without"), b.lagSum(key, "trials", "without"))
-		}, fmtPct, 0},
-		criterion{scLag, "lag: stale reads without read-your-writes", func(key string) float64 {
-			return medianShare(b.lagSum(key, "stale", "without"), b.lagSum(key, "trials", "without"))
-		}, fmtPct, 0},
+		criterion{scLag, "lag: stale reads, with read-your-writes where the contender has it", lag("best"), fmtPct, 0},
+		criterion{scLag, "lag: stale reads without read-your-writes", lag("without"), fmtPct, 0},
 	)
-	return cs
 }
 
 func (b *bench) mdSummary(m *md) {
 	r := b.res
 	m.line("### Summary")
 	m.line("")
-	m.line("Medians over %d run(s); the tables above have the ranges and the details.", b.cfg.runs)
+	if b.cfg.runs > 1 {
+		m.line("Medians over %d runs; the tables above have the ranges and the details.", b.cfg.runs)
+	} else {
+		m.line("One run; the tables above have the details.")
+	}
 	m.line("")
 	m.header("contender", "overhead (QueryRow serial / parallel)", "crash: failed reads / writes", "crash: promotion → first write",
 		"split brain: writes / reads on the old primary", "old-timeline replica: stale reads", "hang: promotion → first write (load / fresh) · stuck calls",
@@ -467,7 +509,8 @@ func (b *bench) mdSummary(m *md) {
 		}
 		if b.cfg.has(scSplitBrain) {
 			split = pct(medianShare(r.get(scSplitBrain, key, "oldWrites"), r.get(scSplitBrain, key, "splitWrites"))) + " / " +
-				pct(medianShare(r.get(scSplitBrain, key, "oldReads"), r.get(scSplitBrain, key, "splitReads")))
+				pct(medianShare(r.get(scSplitBrain, key, "oldReads"), r.get(scSplitBrain, key, "splitReads"))) +
+				" · a new client writes to " + orDash(r.getStr(scSplitBrain, key, "freshClient"))
 		}
 		if b.cfg.has(scStale) {
 			stale = pct(medianShare(r.get(scStale, key, "staleReads"), r.get(scStale, key, "staleTotal")))
@@ -497,44 +540,64 @@ func fmtIntNaN(v float64) string {
 }
 
 // mdLosses lists every figure of the summary where a contender did better
-// than dbrouter (beyond the noise allowance of overhead and timings).
+// than dbrouter by the median over runs (beyond the noise allowance of
+// overhead and timings), and says whether it did in every run (its worst
+// run beat dbrouter's best) or by the median only.
 func (b *bench) mdLosses(m *md) {
-	if findContender("dbrouter") == nil || !containsKey(b.cfg.peers, "dbrouter") || len(b.cfg.peers) < 2 {
+	if !containsKey(b.cfg.peers, "dbrouter") || len(b.cfg.peers) < 2 {
 		return
 	}
-	var lines []string
+	var every, median []string
 	for _, c := range b.criteria() {
 		if !b.cfg.has(c.sc) {
 			continue
 		}
-		mine := c.value("dbrouter")
-		if math.IsNaN(mine) {
+		mine := summarize(c.runs("dbrouter"))
+		if mine.n == 0 {
 			continue
 		}
-		var better []string
 		for _, k := range b.contendersSelected() {
 			if k.key == "dbrouter" || k.baseline && c.sc == scOverhead { // raw against raw is the noise floor
 				continue
 			}
-			v := c.value(k.key)
-			if math.IsNaN(v) || !(v < mine-c.slack) || (math.IsInf(mine, 1) && math.IsInf(v, 1)) {
+			other := summarize(c.runs(k.key))
+			if other.n == 0 || math.IsInf(other.med, 1) || !(other.med < mine.med-c.slack) {
 				continue
 			}
-			better = append(better, fmt.Sprintf("%s %s", title(k), c.show(v)))
-		}
-		if len(better) > 0 {
-			lines = append(lines, fmt.Sprintf("- %s: dbrouter %s; better: %s", c.name, c.show(mine), strings.Join(better, ", ")))
+			line := fmt.Sprintf("- %s: %s %s, dbrouter %s", c.name, title(k), formatted(c.runs(k.key), c.show), formatted(c.runs("dbrouter"), c.show))
+			if b.cfg.runs == 1 || other.max < mine.min-c.slack {
+				every = append(every, line)
+			} else {
+				median = append(median, line)
+			}
 		}
 	}
 	m.line("Where another contender did better than dbrouter (overhead ratios within %.2f and times within 20 ms count as ties; the baseline's overhead row is raw against raw, the noise floor, and is not compared):", overheadSlack)
 	m.line("")
-	if len(lines) == 0 {
-		m.line("- nowhere in this run")
+	if b.cfg.runs == 1 {
+		m.line("In this run:")
+	} else {
+		m.line("In every run (the contender's worst run beat dbrouter's best):")
 	}
-	for _, l := range lines {
+	m.line("")
+	if len(every) == 0 {
+		m.line("- nowhere")
+	}
+	for _, l := range every {
 		m.line("%s", l)
 	}
 	m.line("")
+	if b.cfg.runs > 1 {
+		m.line("By the median only (the runs overlap):")
+		m.line("")
+		if len(median) == 0 {
+			m.line("- nowhere")
+		}
+		for _, l := range median {
+			m.line("%s", l)
+		}
+		m.line("")
+	}
 }
 
 func containsKey(keys []string, k string) bool {

@@ -167,15 +167,15 @@ func summarize(vals []float64) stats {
 	return stats{n: len(s), med: med, min: s[0], max: s[len(s)-1]}
 }
 
-// formatted renders a median with its range when runs differ: "46 ms (31–60 ms)".
+// formatted renders a median with its range when runs differ: "46 ms (31 ms–60 ms)".
 func formatted(vals []float64, f func(float64) string) string {
 	s := summarize(vals)
 	if s.n == 0 {
 		return "—"
 	}
 	out := f(s.med)
-	if s.n > 1 && s.min != s.max {
-		out += " (" + f(s.min) + "–" + f(s.max) + ")"
+	if lo, hi := f(s.min), f(s.max); s.n > 1 && lo != hi {
+		out += " (" + lo + "–" + hi + ")"
 	}
 	return out
 }
@@ -247,8 +247,8 @@ func share(parts, wholes []float64) string {
 	out := fmtInt(p.med) + " of " + fmtInt(w.med)
 	if s := summarize(shares); s.n > 0 {
 		out += " (" + fmtPct(s.med)
-		if s.n > 1 && s.min != s.max {
-			out += ", range " + fmtPct(s.min) + "–" + fmtPct(s.max)
+		if lo, hi := fmtPct(s.min), fmtPct(s.max); s.n > 1 && lo != hi {
+			out += ", range " + lo + "–" + hi
 		}
 		out += ")"
 	}
