@@ -84,6 +84,7 @@ func (b *bench) lagContender(ctx context.Context, c *pgcluster.Cluster, k *conte
 				wrap = k.newRYW() // a fresh session: one user
 			}
 			var stale, staleDelayed, onReplica, failed int
+			var readTimes []float64 // seconds, each read-back
 			errs := errKinds{}
 			for range b.p.lagTrials {
 				lagKeys++
@@ -93,7 +94,9 @@ func (b *bench) lagContender(ctx context.Context, c *pgcluster.Cluster, k *conte
 				node, found := "", false
 				err := cl.put(wctx, key)
 				if err == nil {
+					began := time.Now()
 					node, found, err = cl.get(wctx, key)
+					readTimes = append(readTimes, time.Since(began).Seconds())
 				}
 				cancel()
 				if ctx.Err() != nil {
@@ -120,6 +123,7 @@ func (b *bench) lagContender(ctx context.Context, c *pgcluster.Cluster, k *conte
 			b.res.put(scLag, k.key, "replica."+suffix, float64(onReplica))
 			b.res.put(scLag, k.key, "trials."+suffix, float64(b.p.lagTrials-failed))
 			b.res.put(scLag, k.key, "failed."+suffix, float64(failed))
+			b.res.put(scLag, k.key, "readTime."+suffix, medianOf(readTimes))
 			b.res.errs(scLag, k.key, "trials", errs)
 			b.log.printf("  %s: %s delayed, %s read-your-writes: %d of %d reads stale (%d on %s), %d served by replicas",
 				k.key, delayed.Name(), m.name, stale, b.p.lagTrials-failed, staleDelayed, delayed.Name(), onReplica)
