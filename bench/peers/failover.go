@@ -84,7 +84,7 @@ func (b *bench) crashEpisode(ctx context.Context, k *contender) error {
 	}
 	notReturned := 0
 	defer func() {
-		if n := e.end() + notReturned; n > 0 {
+		if n := max(e.end(), notReturned); n > 0 {
 			b.res.note(scCrash, k.key, fmt.Sprintf("%d calls ignored their context when the load stopped", n))
 		}
 	}()
@@ -257,6 +257,7 @@ func (b *bench) hang(ctx context.Context, k *contender) error {
 		return err
 	}
 	fresh := startFresh(e.cl, p)
+	defer fresh.stop(p.callTimeout + time.Second) // on an early return too
 	b.log.printf("  %s: node0 frozen, node1 promoted %v later", k.key, promotedAt.Sub(frozenAt).Round(time.Millisecond))
 	capAt := promotedAt.Add(p.recoverCap)
 	err = waitFor(ctx, p.recoverCap+time.Second, "writes on node1", func() bool {
@@ -333,6 +334,7 @@ func (b *bench) hang(ctx context.Context, k *contender) error {
 // whatever the load's writers are stuck in.
 type freshWriter struct {
 	stopc chan struct{}
+	once  sync.Once
 	wg    sync.WaitGroup
 	live  atomic.Int64
 
@@ -375,9 +377,9 @@ func startFresh(c client, p params) *freshWriter {
 func (f *freshWriter) running() int { return int(f.live.Load()) }
 
 // stop stops issuing writes and waits up to wait for those in flight; it
-// returns the writes that ended and how many had not.
+// returns the writes that ended and how many had not. It may be called again.
 func (f *freshWriter) stop(wait time.Duration) ([]op, int) {
-	close(f.stopc)
+	f.once.Do(func() { close(f.stopc) })
 	done := make(chan struct{})
 	go func() { f.wg.Wait(); close(done) }()
 	select {
