@@ -88,6 +88,9 @@ func (db *DB) queryCall(ctx context.Context, c call, args []any) (*sql.Rows, err
 		}
 		return nil, err
 	}
+	if c.write {
+		d.n.writesSent.Add(1)
+	}
 	rows, err := c.rows(ctx, d.n, args)
 	d.n.count(c.write, err)
 	if db.cfg.stmtHook != nil {
@@ -140,6 +143,7 @@ func (db *DB) execCall(ctx context.Context, c call, args []any) (sql.Result, err
 		}
 		return nil, err
 	}
+	d.n.writesSent.Add(1)
 	res, err := c.exec(ctx, d.n, args)
 	d.n.count(true, err)
 	if db.cfg.stmtHook != nil {

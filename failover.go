@@ -141,6 +141,10 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 	return events
 }
 
+// waitingProbe is how often every node is probed while writes wait for a
+// primary.
+const waitingProbe = 20 * time.Millisecond
+
 // waitPrimary waits for a primary to become known, for WithPrimaryWait and
 // no longer than ctx, asking every node for a probe at once; t is the table
 // that had none.
@@ -151,6 +155,11 @@ func (db *DB) waitPrimary(ctx context.Context, t *table) (*node, error) {
 	db.probeAllNow()
 	timer := time.NewTimer(db.cfg.primaryWait)
 	defer timer.Stop()
+	// While writes wait, every node is probed every waitingProbe: a
+	// promotion is seen a few milliseconds after it, not at the next fast
+	// probe round.
+	tick := time.NewTicker(waitingProbe)
+	defer tick.Stop()
 	for {
 		select {
 		case <-t.changed:
@@ -158,6 +167,8 @@ func (db *DB) waitPrimary(ctx context.Context, t *table) (*node, error) {
 			if t.primary != nil {
 				return t.primary, nil
 			}
+		case <-tick.C:
+			db.probeAllWithin(waitingProbe)
 		case <-timer.C:
 			return nil, fmt.Errorf("%w (waited %v)", ErrNoPrimary, db.cfg.primaryWait)
 		case <-ctx.Done():

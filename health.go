@@ -21,12 +21,13 @@ func (realClock) now() time.Time { return time.Now() }
 // healthState is the DB-wide part of the health picture. It is protected by
 // DB.mu.
 type healthState struct {
-	primary     *node  // the current primary, nil when none is known
-	lastPrimary *node  // the last node known as primary, for Primary while none is
-	maxTimeline uint32 // the highest timeline any primary reported
-	lostAt      time.Time
-	fast        bool // probing fast: no primary, or the primary failed a probe or is slow to answer one
-	slowPrimary bool // a probe of the primary has taken longer than slowPrimaryAfter
+	primary      *node  // the current primary, nil when none is known
+	lastPrimary  *node  // the last node known as primary, for Primary while none is
+	maxTimeline  uint32 // the highest timeline any primary reported
+	lostAt       time.Time
+	fast         bool // probing fast: no primary, or the primary failed a probe or is slow to answer one
+	slowPrimary  bool // a probe of the primary has taken longer than slowPrimaryAfter
+	stuckPrimary bool // writes on the primary look stuck, until it answers a probe
 
 	primaryProbeGen uint64      // numbers the probes of the primary
 	primaryProbing  uint64      // the one in flight, or 0
@@ -89,15 +90,46 @@ func (db *DB) probeLoop(n *node) {
 	defer db.wg.Done()
 	timer := time.NewTimer(db.probeDelay(n))
 	defer timer.Stop()
+	// The primary's loop also wakes every slowPrimaryAfter to see whether
+	// its writes are stuck (see stuckWrites).
+	watch := time.NewTicker(slowPrimaryAfter)
+	defer watch.Stop()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-timer.C:
 		case <-n.probeNow:
+		case <-watch.C:
+			if n == db.table.Load().primary && n.stuckWrites() {
+				db.primaryIsStuck()
+			}
+			continue
 		}
 		db.probeAndApply(n)
 		timer.Reset(db.probeDelay(n))
+	}
+}
+
+// stuckWrites reports whether a write sent to n before the last watch is
+// still running, while none has ended since: a primary that hangs shows it
+// here before its probe times out. Called from n's probe loop only.
+func (n *node) stuckWrites() bool {
+	sent, ended := n.writesSent.Load(), n.writes.Load()
+	stuck := n.watch[0] > ended && ended == n.watch[1]
+	n.watch = [2]uint64{sent, ended}
+	return stuck
+}
+
+// primaryIsStuck switches to fast probing, as a slow probe of the primary
+// does.
+func (db *DB) primaryIsStuck() {
+	db.mu.Lock()
+	wake := !db.hs.fast && db.ctx.Err() == nil
+	db.hs.fast, db.hs.stuckPrimary = true, true
+	db.mu.Unlock()
+	if wake {
+		db.probeAllNow()
 	}
 }
 
@@ -292,10 +324,14 @@ func (db *DB) signal(n *node, err error) {
 
 // probeAllNow asks every node's loop for an immediate probe, at most once
 // per fast probe interval however many writes are waiting.
-func (db *DB) probeAllNow() {
+func (db *DB) probeAllNow() { db.probeAllWithin(DefaultFastProbeInterval) }
+
+// probeAllWithin asks every node's loop for an immediate probe, unless that
+// was asked less than gap ago.
+func (db *DB) probeAllWithin(gap time.Duration) {
 	now := time.Now().UnixNano()
 	last := db.lastProbeAll.Load()
-	if now-last < int64(DefaultFastProbeInterval) || !db.lastProbeAll.CompareAndSwap(last, now) {
+	if now-last < int64(gap) || !db.lastProbeAll.CompareAndSwap(last, now) {
 		return
 	}
 	for _, n := range db.nodeList() {
@@ -378,7 +414,10 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 		db.hs.promoted = nil // seen again: its state now decides
 	}
 	events = append(events, db.rebuildLocked(now)...)
-	fast := db.hs.primary == nil || db.hs.primary.h.fails > 0 || db.hs.slowPrimary
+	if n == db.hs.primary && r.err == nil {
+		db.hs.stuckPrimary = false
+	}
+	fast := db.hs.primary == nil || db.hs.primary.h.fails > 0 || db.hs.slowPrimary || db.hs.stuckPrimary
 	wake := fast && !db.hs.fast
 	db.hs.fast = fast
 	promote := db.promotionDueLocked(now)

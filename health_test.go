@@ -258,3 +258,31 @@ func TestADeadlineRunningOutOnThePrimaryAsksForAProbe(t *testing.T) {
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Len(t, pc.db.nodeList()[0].probeNow, 1)
 }
+
+// A primary that hangs is suspected from its writes: one sent before the
+// last watch still running while none has ended. The router then probes
+// every node fast, and sees a replica promoted meanwhile, long before its
+// next regular probe (an hour away here).
+func TestStuckWritesMakeTheRouterProbeFast(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeNodes(t, 1)
+	pgs := []*fakePG{newFakePG(f.conns[0], false, 1), newFakePG(f.conns[1], true, 1)}
+	db, err := New(f.dbs[0], f.dbs[1:], WithProbeInterval(time.Hour), WithPrimaryWait(0))
+	require.NoError(t, err)
+	defer db.Close()
+	release := make(chan struct{})
+	defer close(release)
+	f.conns[0].SetHook(func(ctx context.Context, op fakedriver.Op, q string) error {
+		if op == fakedriver.OpExec && q == "INSERT hangs" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	})
+	go db.ExecContext(ctx, "INSERT hangs")
+	pgs[1].inRecovery.Store(false) // promoted while the primary hangs
+	pgs[1].timeline.Store(2)
+	testwait.Until(t, 10*time.Second, "the promotion seen", func() bool { return db.Status().Primary == "replica1" })
+}

@@ -73,6 +73,9 @@ type node struct {
 	replayed  atomic.Uint64 // last known WAL position (replayed on a replica); read by sessions
 	fenced    atomic.Bool   // h.fenced, for the write path, which takes no lock
 
+	writesSent atomic.Uint64 // writes sent here; writes counts those that ended (see watchPrimary)
+	watch      [2]uint64     // writesSent and writes at the last watch; probe loop only
+
 	name          string
 	db            *sql.DB
 	configured    Role
@@ -179,6 +182,13 @@ func (db *DB) closeNode(n *node) error {
 func (db *DB) stillPrimary(n *node) bool {
 	p := db.table.Load().primary
 	return p == n || p == nil && !n.fenced.Load()
+}
+
+// sent records a statement sent to n, when it is a write.
+func (n *node) sent(write bool) {
+	if write {
+		n.writesSent.Add(1)
+	}
 }
 
 // count records a statement routed to n.

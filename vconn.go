@@ -132,6 +132,7 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 		if err != nil {
 			return nil, err
 		}
+		p.n.sent(write)
 		rows, err := queryOn(ctx, p.dc, query, args)
 		c.done(p.n, write, session, err)
 		if hook {
@@ -149,6 +150,7 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 		}
 		return nil, err
 	}
+	p.n.sent(write)
 	rows, err := queryOn(ctx, p.dc, query, args)
 	if hook {
 		c.db.observe(start, d.n, d.why, query, write, err)
@@ -172,6 +174,7 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 		c.db.signal(again, err)
 		return nil, nodeErr(again, "conn", err)
 	}
+	p.n.sent(write)
 	rows, err = queryOn(ctx, p.dc, query, args)
 	if hook {
 		c.db.observe(start, again, why, query, write, err)
@@ -248,6 +251,7 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 		if err != nil {
 			return nil, err
 		}
+		p.n.sent(true)
 		res, err := execOn(ctx, p.dc, query, args)
 		c.done(p.n, true, session, err)
 		if hook {
@@ -307,6 +311,7 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 	}
 	rc := routeOf(ctx)
 	if p != nil { // a pinned session: on its server connection
+		p.n.sent(write)
 		tx, err := beginOn(ctx, p.dc, opts)
 		if hook {
 			c.db.observe(start, p.n, ReasonTransaction, "", write, err)
@@ -324,6 +329,7 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 		}
 		return nil, err
 	}
+	p.n.sent(write)
 	tx, err := beginOn(ctx, p.dc, opts)
 	if hook {
 		c.db.observe(start, d.n, ReasonTransaction, "", write, err)
@@ -341,6 +347,7 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 		if p, err = c.acquire(ctx, again); err != nil {
 			return nil, nodeErr(again, "conn", err)
 		}
+		p.n.sent(write)
 		tx, err = beginOn(ctx, p.dc, opts)
 		if hook {
 			c.db.observe(start, again, why, "", write, err)
