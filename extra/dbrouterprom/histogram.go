@@ -67,7 +67,7 @@ func WithBuckets(upperBounds ...float64) HistogramOption {
 		}
 		for i, b := range upperBounds {
 			if math.IsNaN(b) || (i > 0 && b <= upperBounds[i-1]) {
-				c.errs = append(c.errs, fmt.Errorf("%w: WithBuckets(%v): must increase", ErrInvalidOption, upperBounds))
+				c.errs = append(c.errs, fmt.Errorf("%w: WithBuckets(%v): must be numbers in increasing order", ErrInvalidOption, upperBounds))
 				return
 			}
 		}
@@ -132,7 +132,7 @@ func (h *StatementHistogram) observer(node string, write bool) prometheus.Observ
 		// node's statements are not recorded, rather than panicking.
 		o = discard{}
 	}
-	next := &observers{read: old.read, write: old.write}
+	next := *old // the other route's map is shared: it does not change
 	m := maps.Clone(old.of(write))
 	m[node] = o
 	if write {
@@ -140,7 +140,7 @@ func (h *StatementHistogram) observer(node string, write bool) prometheus.Observ
 	} else {
 		next.read = m
 	}
-	h.observers.Store(next)
+	h.observers.Store(&next)
 	return o
 }
 
