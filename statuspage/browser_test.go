@@ -20,8 +20,9 @@ import (
 	"github.com/dbrouter/dbrouter"
 )
 
-// chromium returns the path of a headless-capable Chromium, or skips the
-// test. DBROUTER_CHROMIUM names one explicitly.
+// chromium returns the path of a headless-capable Chromium, or fails the
+// test (CI installs one: .ci/chromium-setup.sh); under -short the test is
+// skipped. DBROUTER_CHROMIUM names one explicitly.
 func chromium(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("DBROUTER_CHROMIUM"); p != "" {
@@ -32,7 +33,10 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	t.Skip("no Chromium on PATH (apt-get install chromium): the page is not run in a browser")
+	if testing.Short() {
+		t.Skip("browser test: skipped under -short")
+	}
+	t.Fatal("no Chromium on PATH: apt-get install chromium (or set DBROUTER_CHROMIUM), or run with -short")
 	return ""
 }
 
