@@ -112,6 +112,15 @@ func TestPatroniSource(t *testing.T) {
 		assert.Equal(t, []string{leader.Name()}, primaries(ms))
 		checkMemberDSNs(ctx, t, ms)
 
+		// The keyword/value form of the DSN works as well.
+		kv, err := patroni.New("user=postgres dbname=postgres sslmode=disable connect_timeout=5", pc.RESTURLs()...)
+		require.NoError(t, err)
+		defer kv.CloseIdleConnections()
+		kms, err := kv.Discover(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, briefMembers(ms), briefMembers(kms))
+		checkMemberDSNs(ctx, t, kms)
+
 		// How long a Discover takes against a live REST API.
 		var took []time.Duration
 		for range 20 {
