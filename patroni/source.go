@@ -149,8 +149,9 @@ func clusterURLs(restURLs []string) ([]string, []error) {
 // member whose role is "leader" only: a standby cluster's "standby_leader"
 // replicates from another cluster and takes no writes, so a standby
 // cluster has no Primary. NoLoadBalance is set by the noloadbalance tag,
-// read as Patroni reads it (any value Python holds true: true, "true", 1;
-// also "false", a non-empty string).
+// read as Patroni reads it, with Python's bool(): true, "true", 1 and any
+// other non-empty string (even "false", which Patroni's GET /replica check
+// counts as set too).
 //
 // When no REST URL gives a usable answer, Discover returns an error that
 // errors.Is ErrUnreachable, joined with one *URLError per URL asked (the
