@@ -13,8 +13,9 @@ import (
 // them the source says holds the leader role: Patroni's GET /cluster (see
 // package patroni), a Kubernetes operator's endpoints, a cloud's API.
 // OpenDiscovered asks it at start and then every WithDiscoveryInterval.
-// Discover must return promptly (bound it by ctx) and be safe to call from
-// another goroutine than the one that made it.
+// Discover must return by ctx's deadline (10 s, or WithProbeTimeout if
+// longer) and be safe to call from another goroutine than the one that made
+// it; an error, or no member, leaves the DB with the members it knew.
 type Discoverer interface {
 	Discover(ctx context.Context) ([]Member, error)
 }
@@ -44,6 +45,11 @@ const DefaultDiscoveryInterval = 3 * time.Second
 // fastDiscovery is how often the source is asked while no primary is known.
 const fastDiscovery = 250 * time.Millisecond
 
+// discoveryTimeout is how long one Discover may take (or WithProbeTimeout,
+// if longer): a source may try several endpoints in turn, each with a
+// timeout of its own, and must have the time to reach the last.
+const discoveryTimeout = 10 * time.Second
+
 // WithDiscoveryInterval sets how often OpenDiscovered's Discoverer is asked
 // for the members. While no primary is known, or a node that does not hold
 // the leader role reports being a primary, it is asked every 250 ms (or
@@ -63,8 +69,8 @@ func WithDiscoveryInterval(d time.Duration) Option {
 // keeps the last members it knew and its own rules, and says so in Status
 // (Discovery) and an event, until d answers again.
 //
-// The first Discover must succeed (within WithProbeTimeout, or 5 s if that is
-// longer), with at least one member. Close closes every handle opened.
+// The first Discover must succeed (within 10 s, or WithProbeTimeout if that
+// is longer), with at least one member. Close closes every handle opened.
 // WithNames cannot be used: the members name the nodes.
 func OpenDiscovered(driverName string, d Discoverer, opts ...Option) (*DB, error) {
 	switch {
@@ -82,7 +88,7 @@ func OpenDiscovered(driverName string, d Discoverer, opts ...Option) (*DB, error
 	if cfg.names != nil {
 		return nil, &OptionError{Option: "WithNames", Value: quoted(cfg.names), Reason: "the members name the nodes with OpenDiscovered"}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), max(cfg.probeTimeout, 5*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), max(cfg.probeTimeout, discoveryTimeout))
 	ms, err := d.Discover(ctx)
 	cancel()
 	if err == nil {
@@ -237,7 +243,7 @@ func (db *DB) discoveryDelay() time.Duration {
 // discover asks the source for the members, and makes the DB's nodes match:
 // members that joined are opened and probed, those that left drained.
 func (db *DB) discover() {
-	ctx, cancel := context.WithTimeout(db.ctx, max(db.cfg.probeTimeout, time.Second))
+	ctx, cancel := context.WithTimeout(db.ctx, max(db.cfg.probeTimeout, discoveryTimeout))
 	ms, err := db.disc.d.Discover(ctx)
 	cancel()
 	if err == nil {

@@ -285,6 +285,37 @@ func TestSourceUnreachable(t *testing.T) {
 	assert.Contains(t, eventKindsOf(d.db), EventSourceReachable)
 }
 
+// slowSource answers as src does, but only after delay (or the context's
+// end): a source that tries several endpoints in turn, each with its own
+// timeout, as patroni.Source does with a frozen REST API first.
+type slowSource struct {
+	*fakeSource
+	delay time.Duration
+}
+
+func (s slowSource) Discover(ctx context.Context) ([]Member, error) {
+	select {
+	case <-time.After(s.delay):
+		return s.fakeSource.Discover(ctx)
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+// TestASourceMayTakeLongerThanAProbe: the source is asked with a deadline of
+// its own, longer than a probe's, so that a source that needs a few seconds
+// (one frozen REST API of several, each given a second) is still heard.
+func TestASourceMayTakeLongerThanAProbe(t *testing.T) {
+	d := newDiscovered(t, WithProbeTimeout(200*time.Millisecond))
+	d.db.disc.d = slowSource{d.src, 1500 * time.Millisecond}
+	d.src.set(nil, d.member("m0", true), d.member("m1", false), d.member("m2", false), d.member("m3", false))
+	d.round()
+	s := d.db.Status()
+	require.NotNil(t, s.Discovery)
+	assert.True(t, s.Discovery.Reachable, "the source was cut short: %v", s.Discovery.LastError)
+	assert.Len(t, s.Nodes, 4, "m3 joined")
+}
+
 func TestNoLoadBalanceMembersServeNoReads(t *testing.T) {
 	ctx := context.Background()
 	d := newDiscovered(t)

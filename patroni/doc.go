@@ -32,7 +32,8 @@
 // # When the REST API is down
 //
 // Discover asks the URLs one after the other, starting with the last one
-// that answered, and gives each WithRequestTimeout (default 1 s): a frozen
+// that answered (or the one after where a call was cut short by its
+// context), and gives each WithRequestTimeout (default 1 s): a frozen
 // Patroni accepts connections and never answers, and must not hold
 // Discover up. When none gives a usable answer it returns an error that
 // errors.Is ErrUnreachable, joined with one *URLError per URL, and the

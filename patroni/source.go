@@ -173,6 +173,10 @@ func (s *Source) Discover(ctx context.Context) ([]dbrouter.Member, error) {
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
+			// The next call starts where this one was cut short, so that a
+			// frozen URL first, asked with too short a context, does not
+			// keep the others from ever being reached.
+			s.next.Store(uint32((k + 1) % n))
 			if left := n - i - 1; left > 0 {
 				errs = append(errs, fmt.Errorf("patroni: %d more REST URLs not asked: %w", left, context.Cause(ctx)))
 			}

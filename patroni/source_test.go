@@ -232,6 +232,20 @@ func TestDiscoverRotation(t *testing.T) {
 		}
 	})
 
+	t.Run("a call cut short by its context starts the next with the URL it did not reach", func(t *testing.T) {
+		api := newRESTAPI(t, body)
+		s := newSource(t, []string{frozenAPI(t), api.URL}, WithRequestTimeout(time.Second))
+		short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		_, err := s.Discover(short)
+		require.ErrorIs(t, err, ErrUnreachable)
+		began := time.Now()
+		ms, err := s.Discover(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, "m0* m1 m2", brief(ms))
+		assert.Less(t, time.Since(began), 500*time.Millisecond, "the next call asked the frozen API first again")
+	})
+
 	t.Run("goes round to the start", func(t *testing.T) {
 		var mu sync.Mutex
 		var hits []string
