@@ -217,10 +217,18 @@ func verdict(err error) probeVerdict {
 		return probeDownNow
 	case poolerQueueFull(err):
 		return probeAlive // waited for the pooler's pool, not for the server
-	case isConnError(err) || sqlState(err) == "":
+	case isConnError(err) || sqlState(err) == "", loginRefused(err):
 		return probeFailed
 	}
 	return probeAlive
+}
+
+// loginRefused says the server would not let the probe in (the role, its
+// password or the database is not there, as on a replica the role has not
+// replicated to yet): the application's connections would fare no better.
+func loginRefused(err error) bool {
+	s := sqlState(err)
+	return strings.HasPrefix(s, "28") || s == "3D000"
 }
 
 // applyTimeline records the timeline a probe reported. A primary's is exact,
@@ -352,15 +360,16 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 	h := &n.h
 	before := h.state()
 	h.latency = latency
-	switch verdict(r.err) {
+	v := verdict(r.err)
+	if v == probeAlive && !h.known {
+		v = probeFailed // alive, but what it is was never learned
+	}
+	switch v {
 	case probeAlive:
 		// The server answered, with an error about the probe rather than
 		// about itself (a pooler's prepared statement clash, a permission):
 		// it is alive, and what it is stays as the last probe saw it.
 		h.fails, h.lastErr = 0, r.err
-		if !h.probed {
-			h.up, h.probed = true, true
-		}
 	case probeDownNow:
 		h.fails, h.lastErr = max(h.fails+1, db.cfg.failureThreshold), r.err
 		if h.up {
@@ -377,7 +386,7 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 			h.up, h.probed = false, true
 		}
 	default:
-		h.fails, h.up, h.probed = 0, true, true
+		h.fails, h.up, h.probed, h.known = 0, true, true, true
 		if db.cfg.dialect.knowsRoles() {
 			role := RoleReplica
 			if !r.inRecovery {

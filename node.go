@@ -97,6 +97,7 @@ type node struct {
 // nodeHealth is a node's probed state. It is protected by DB.mu.
 type nodeHealth struct {
 	probed   bool // a probe has finished
+	known    bool // a probe has succeeded: role, position and timeline were learned
 	up       bool
 	fails    int  // consecutive failed probes
 	role     Role // observed; the configured role until a probe says

@@ -31,6 +31,9 @@ func TestProbeVerdicts(t *testing.T) {
 		{"PgBouncer: cannot connect", &fakedriver.Error{Code: "08P01", Message: "pgbouncer cannot connect to server"}, probeDownNow},
 		{"PgBouncer: its pool is full", &fakedriver.Error{Code: "08P01", Message: "query_wait_timeout"}, probeAlive},
 		{"PgBouncer: another protocol error", &fakedriver.Error{Code: "08P01", Message: "server conn crashed?"}, probeFailed},
+		{"the role does not exist there", &fakedriver.Error{Code: "28000", Message: `role "app" does not exist`}, probeFailed},
+		{"a wrong password", &fakedriver.Error{Code: "28P01", Message: `password authentication failed for user "app"`}, probeFailed},
+		{"the database does not exist there", &fakedriver.Error{Code: "3D000", Message: `database "app" does not exist`}, probeFailed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, tc.want, verdict(tc.err))
@@ -66,6 +69,44 @@ func TestProbeErrorsFromAPooler(t *testing.T) {
 	})
 	pc.probe() // one probe, though WithFailureThreshold is 2
 	assert.Equal(t, StateDown, nodeStatus(t, pc.db, "replica1").State)
+}
+
+// A node whose server has answered every probe with an error has told
+// nothing of what it is: it serves nothing, though it is alive. (A replica
+// where the application's role had not replicated yet served reads.)
+func TestANodeNeverProbedWellServesNothing(t *testing.T) {
+	ctx := context.Background()
+	denied := &fakedriver.Error{Code: "42501", Message: "permission denied for function pg_last_wal_replay_lsn"}
+	pc := newPGClusterSetup(t, 2, func(pg []*fakePG) {
+		pg[1].c.SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+			if op == fakedriver.OpQuery && q == postgresProbe {
+				return denied
+			}
+			return nil
+		})
+	})
+	for range 3 {
+		pc.probe()
+	}
+	r1 := nodeStatus(t, pc.db, "replica1")
+	assert.NotEqual(t, StateUp, r1.State)
+	assert.False(t, r1.Readable)
+	assert.ErrorIs(t, r1.LastError, denied)
+	for range 4 {
+		assert.Equal(t, "replica2", served(t, pc.db, ctx, "SELECT 1"))
+	}
+
+	pc.pg[1].c.SetHook(nil)
+	pc.probe()
+	assert.True(t, nodeStatus(t, pc.db, "replica1").Readable, "a probe answered at last")
+	pc.pg[1].c.SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+		if op == fakedriver.OpQuery && q == postgresProbe {
+			return denied
+		}
+		return nil
+	})
+	pc.probe()
+	assert.Equal(t, StateUp, nodeStatus(t, pc.db, "replica1").State, "known, and alive: what it is stays as last seen")
 }
 
 // The application's statements meeting pgx's statement cache behind a
