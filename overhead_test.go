@@ -37,6 +37,8 @@ func TestOverheadReport(t *testing.T) {
 		rounds, round = n, 40*time.Millisecond
 	}
 	raw, db := overheadTargets(t)
+	face := db.SQL()
+	face.SetMaxIdleConns(64)
 	ctx := context.Background()
 	const update = "UPDATE accounts SET balance = balance + $1 WHERE id = $2"
 	// Each call is written out for both sides, on the concrete types, as an
@@ -80,6 +82,20 @@ func TestOverheadReport(t *testing.T) {
 		}, func() error {
 			var v int
 			return db.QueryRowContext(ctx, "SELECT 1").Scan(&v)
+		}},
+		{"SQL().QueryRowContext(\"SELECT 1\") + Scan", 1, func() error {
+			var v int
+			return raw.QueryRowContext(ctx, "SELECT 1").Scan(&v)
+		}, func() error {
+			var v int
+			return face.QueryRowContext(ctx, "SELECT 1").Scan(&v)
+		}},
+		{"SQL().ExecContext of an UPDATE", 1, func() error {
+			_, err := raw.ExecContext(ctx, update, 10, 1)
+			return err
+		}, func() error {
+			_, err := face.ExecContext(ctx, update, 10, 1)
+			return err
 		}},
 	}
 	t.Logf("OVERHEAD %d paired rounds of %v, median of the ratios, GOMAXPROCS %d", rounds, round, runtime.GOMAXPROCS(0))
