@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"database/sql"
+
 	"github.com/dbrouter/dbrouter/internal/testwait"
 
 	"github.com/dbrouter/dbrouter"
@@ -46,11 +48,55 @@ type load struct {
 	writes []op
 }
 
+// A face is what the load's statements go through: the *dbrouter.DB, its
+// SQL() *sql.DB, or *sql.Stmts from DB.Prepare.
+type face string
+
+const (
+	viaDB    face = "DB"
+	viaSQL   face = "SQL()"
+	viaStmts face = "prepared statements"
+)
+
+// statements returns the load's read and write (of v into table) through f;
+// each scans the node that ran it.
+func (f face) statements(t *testing.T, db *dbrouter.DB, table string) (read func(context.Context) *sql.Row, write func(context.Context, int) *sql.Row) {
+	t.Helper()
+	insert := "INSERT INTO " + table + " (v) VALUES ($1) RETURNING current_setting('cluster_name')"
+	switch f {
+	case viaDB:
+		return func(ctx context.Context) *sql.Row { return db.QueryRowContext(ctx, whoServes) },
+			func(ctx context.Context, v int) *sql.Row { return db.QueryRowContext(ctx, insert, v) }
+	case viaSQL:
+		h := db.SQL()
+		return func(ctx context.Context) *sql.Row { return h.QueryRowContext(ctx, whoServes) },
+			func(ctx context.Context, v int) *sql.Row { return h.QueryRowContext(ctx, insert, v) }
+	case viaStmts:
+		ctx := context.Background()
+		r, err := db.PrepareContext(ctx, whoServes)
+		require.NoError(t, err)
+		w, err := db.PrepareContext(ctx, insert)
+		require.NoError(t, err)
+		t.Cleanup(func() { r.Close(); w.Close() })
+		return func(ctx context.Context) *sql.Row { return r.QueryRowContext(ctx) },
+			func(ctx context.Context, v int) *sql.Row { return w.QueryRowContext(ctx, v) }
+	}
+	t.Fatalf("no face %q", f)
+	return nil, nil
+}
+
 // startLoad starts readers and writers. Each call has its own deadline
 // (callTimeout). Writers insert into table and read back, with RETURNING,
 // the node that inserted.
 func startLoad(t *testing.T, db *dbrouter.DB, table string, readers, writers int, callTimeout time.Duration) *load {
 	t.Helper()
+	return startLoadVia(t, viaDB, db, table, readers, writers, callTimeout)
+}
+
+// startLoadVia is startLoad with the statements going through f.
+func startLoadVia(t *testing.T, f face, db *dbrouter.DB, table string, readers, writers int, callTimeout time.Duration) *load {
+	t.Helper()
+	readRow, writeRow := f.statements(t, db, table)
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{cancel: cancel}
 	run := func(write bool) {
@@ -69,9 +115,9 @@ func startLoad(t *testing.T, db *dbrouter.DB, table string, readers, writers int
 			cctx, ccancel := context.WithTimeout(ctx, callTimeout)
 			o := op{start: time.Now()}
 			if write {
-				o.err = db.QueryRowContext(cctx, "INSERT INTO "+table+" (v) VALUES ($1) RETURNING current_setting('cluster_name')", i).Scan(&o.node)
+				o.err = writeRow(cctx, i).Scan(&o.node)
 			} else {
-				o.err = db.QueryRowContext(cctx, whoServes).Scan(&o.node)
+				o.err = readRow(cctx).Scan(&o.node)
 			}
 			o.end = time.Now()
 			ccancel()
@@ -215,13 +261,16 @@ func createLoadTable(t *testing.T, ctx context.Context, db *dbrouter.DB, table s
 // on its old timeline.
 func TestFailoverCrash(t *testing.T) {
 	for _, tl := range []int{1, 2} {
-		t.Run(fmt.Sprintf("timeline %d", tl), func(t *testing.T) { testCrash(t, clusterOnTimeline(t, tl), tl) })
+		t.Run(fmt.Sprintf("timeline %d", tl), func(t *testing.T) { testCrash(t, clusterOnTimeline(t, tl), tl, viaDB) })
+	}
+	for _, f := range []face{viaSQL, viaStmts} {
+		t.Run("through "+string(f), func(t *testing.T) { testCrash(t, clusterOnTimeline(t, 1), 1, f) })
 	}
 }
 
-// testCrash crashes c's primary (n0, on timeline tl) under load, promotes
-// n1, re-points n2 and brings n0 back on its old timeline.
-func testCrash(t *testing.T, c *pgcluster.Cluster, tl int) {
+// testCrash crashes c's primary (n0, on timeline tl) under load through f,
+// promotes n1, re-points n2 and brings n0 back on its old timeline.
+func testCrash(t *testing.T, c *pgcluster.Cluster, tl int, f face) {
 	ctx := testContext(t, 4*time.Minute)
 	n0, n1, n2 := c.Primary(), c.Replicas()[0], c.Replicas()[1]
 	p0, p1, p2 := n0.Name(), n1.Name(), n2.Name()
@@ -229,7 +278,7 @@ func testCrash(t *testing.T, c *pgcluster.Cluster, tl int) {
 	db := openRouter(t, c, dbrouter.WithEventHook(events.add))
 	createLoadTable(t, ctx, db, "crash_t")
 
-	l := startLoad(t, db, "crash_t", 4, 2, 5*time.Second)
+	l := startLoadVia(t, f, db, "crash_t", 4, 2, 5*time.Second)
 	l.waitWrites(t, p0, 20, time.Minute)
 	// The writers hold still for a moment so that both replicas have
 	// replayed all the primary's WAL when it crashes: otherwise node2 may
@@ -252,8 +301,8 @@ func testCrash(t *testing.T, c *pgcluster.Cluster, tl int) {
 	resume := max(first.Sub(promotedAt), 0)
 	readErrs, firstReadErr := failed(reads, crashAt)
 	writeErrs, _ := failed(writes, crashAt)
-	t.Logf("FAILOVER crash (%s backend, timeline %d): promotion -> first write on new primary %v; crash -> first write %v; read errors %d; write errors %d (writes to the crashed primary before it was known down)",
-		c.Backend(), tl, resume.Round(time.Millisecond), first.Sub(crashAt).Round(time.Millisecond), readErrs, writeErrs)
+	t.Logf("FAILOVER crash (%s backend, timeline %d, through %s): promotion -> first write on new primary %v; crash -> first write %v; read errors %d; write errors %d (writes to the crashed primary before it was known down)",
+		c.Backend(), tl, f, resume.Round(time.Millisecond), first.Sub(crashAt).Round(time.Millisecond), readErrs, writeErrs)
 	assert.Zero(t, readErrs, "no read fails during the failover (first: %v)", firstReadErr)
 	assert.Less(t, resume, 10*time.Second, "writes resume on the new primary")
 	for _, w := range writes {
@@ -313,28 +362,33 @@ func testCrash(t *testing.T, c *pgcluster.Cluster, tl int) {
 	reads, _ = l.snapshot()
 	readErrs, firstReadErr = failed(reads, crashAt)
 	assert.Zero(t, readErrs, "no read failed in the whole episode (first: %v)", firstReadErr)
-	t.Logf("FAILOVER crash (%s backend, timeline %d): %d reads, %d writes in the episode; events: %s", c.Backend(), tl, len(reads), len(writes), events.String())
+	t.Logf("FAILOVER crash (%s backend, timeline %d, through %s): %d reads, %d writes in the episode; events: %s", c.Backend(), tl, f, len(reads), len(writes), events.String())
 }
 
 // TestFailoverHang freezes the primary (SIGSTOP / container pause): its TCP
 // port still accepts, nothing answers. Calls with a deadline return by it, no
 // goroutines pile up, and after a replica is promoted writes go there.
 func TestFailoverHang(t *testing.T) {
-	t.Run("promoted after the router saw the primary down", func(t *testing.T) { testHang(t, clusterOnTimeline(t, 1), 1, true) })
-	t.Run("promoted right after the freeze", func(t *testing.T) { testHang(t, clusterOnTimeline(t, 1), 1, false) })
+	t.Run("promoted after the router saw the primary down", func(t *testing.T) { testHang(t, clusterOnTimeline(t, 1), 1, true, viaDB) })
+	t.Run("promoted right after the freeze", func(t *testing.T) { testHang(t, clusterOnTimeline(t, 1), 1, false, viaDB) })
 	t.Run("timeline 2, promoted after the router saw the primary down", func(t *testing.T) {
-		testHang(t, clusterOnTimeline(t, 2), 2, true)
+		testHang(t, clusterOnTimeline(t, 2), 2, true, viaDB)
 	})
+	for _, f := range []face{viaSQL, viaStmts} {
+		t.Run("through "+string(f)+", promoted after the router saw the primary down", func(t *testing.T) {
+			testHang(t, clusterOnTimeline(t, 1), 1, true, f)
+		})
+	}
 }
 
-func testHang(t *testing.T, c *pgcluster.Cluster, tl int, waitDown bool) {
+func testHang(t *testing.T, c *pgcluster.Cluster, tl int, waitDown bool, f face) {
 	ctx := testContext(t, 4*time.Minute)
 	n0, n1 := c.Primary(), c.Replicas()[0]
 	p0, p1 := n0.Name(), n1.Name()
 	db := openRouter(t, c)
 	createLoadTable(t, ctx, db, "hang_t")
 	const callTimeout = time.Second
-	l := startLoad(t, db, "hang_t", 4, 2, callTimeout)
+	l := startLoadVia(t, f, db, "hang_t", 4, 2, callTimeout)
 	l.waitWrites(t, p0, 20, time.Minute)
 	waitReplicated(t, ctx, c, "hang_t")
 	baseline := runtime.NumGoroutine()
@@ -377,8 +431,8 @@ func testHang(t *testing.T, c *pgcluster.Cluster, tl int, waitDown bool) {
 	if waitDown {
 		how = fmt.Sprintf("promoted after it was seen down (%v after the freeze)", detected.Round(time.Millisecond))
 	}
-	t.Logf("FAILOVER hang (%s backend, timeline %d), %s: promotion -> writes routed to it %v, a fresh write done %v, first write of the load %v; slowest call %v (deadline %v); goroutines %d -> %d; read errors %d; write errors %d",
-		c.Backend(), tl, how, switched.Round(time.Millisecond), fresh.Round(time.Millisecond), resume.Round(time.Millisecond),
+	t.Logf("FAILOVER hang (%s backend, timeline %d, through %s), %s: promotion -> writes routed to it %v, a fresh write done %v, first write of the load %v; slowest call %v (deadline %v); goroutines %d -> %d; read errors %d; write errors %d",
+		c.Backend(), tl, f, how, switched.Round(time.Millisecond), fresh.Round(time.Millisecond), resume.Round(time.Millisecond),
 		slowest.Round(time.Millisecond), callTimeout, baseline, during, readErrs, writeErrs)
 	assert.Less(t, fresh, 5*time.Second)
 	assert.Zero(t, readErrs, "reads go to replicas (first: %v)", firstReadErr)
