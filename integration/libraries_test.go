@@ -1091,6 +1091,28 @@ func TestIntegrationSQLConn(t *testing.T) {
 		assert.Equal(t, map[string]int{"node1": 50, "node2": 50}, firstReads, "a connection from the pool reads from replicas until it writes")
 	})
 
+	// A read-only transaction on a connection that wrote runs on the
+	// primary, and the connection goes on reading its writes there after it.
+	t.Run("a read-only transaction keeps its writes", func(t *testing.T) {
+		for i := range 10 {
+			conn, err := face.Conn(ctx)
+			require.NoError(t, err)
+			v := fmt.Sprintf("ro tx %d", i)
+			_, err = conn.ExecContext(ctx, "INSERT INTO "+tbl+" (v) VALUES ($1)", v)
+			require.NoError(t, err)
+			tx, err := conn.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+			require.NoError(t, err)
+			assert.Equal(t, "node0", servedBy(t, ctx, tx), "the transaction reads the connection's writes")
+			require.NoError(t, tx.Commit())
+			var n int
+			var reader string
+			require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*), current_setting('cluster_name') FROM "+tbl+" WHERE v = $1", v).Scan(&n, &reader))
+			assert.Equal(t, "node0", reader, "iteration %d: after a read-only transaction, the connection reads from a replica", i)
+			assert.Equal(t, 1, n, "iteration %d: the connection missed its own row", i)
+			require.NoError(t, conn.Close())
+		}
+	})
+
 	// pidOn returns the backend serving q.
 	pidOn := func(t *testing.T, q interface {
 		QueryRowContext(context.Context, string, ...any) *sql.Row
@@ -1187,13 +1209,14 @@ func TestIntegrationSQLConn(t *testing.T) {
 }
 
 // TestFailoverPinnedSession: a *sql.Conn of SQL() pinned to the primary's
-// server session by session state fails with ErrSessionMoved once that node
-// is no longer the primary, and is never moved; a new connection works on
-// the new primary.
+// server session by session state: its writes count for the session of
+// their context (read-your-writes, with node2 applying WAL 2 s late); it
+// fails with ErrSessionMoved once that node is no longer the primary, and is
+// never moved; a new connection works on the new primary.
 func TestFailoverPinnedSession(t *testing.T) {
 	c := newCluster(t, 2)
 	ctx := testContext(t, 2*time.Minute)
-	n0, n1 := c.Primary(), c.Replicas()[0]
+	n0, n1, n2 := c.Primary(), c.Replicas()[0], c.Replicas()[1]
 	db := openRouter(t, c)
 	face := db.SQL()
 
@@ -1205,6 +1228,37 @@ func TestFailoverPinnedSession(t *testing.T) {
 	var timeout, node string
 	require.NoError(t, pinned.QueryRowContext(ctx, "SELECT current_setting('statement_timeout'), current_setting('cluster_name')").Scan(&timeout, &node))
 	assert.Equal(t, []string{"42s", "node0"}, []string{timeout, node})
+
+	t.Run("its writes are its context's session's", func(t *testing.T) {
+		_, err := db.ExecContext(ctx, "CREATE TABLE kv (k int PRIMARY KEY, v bigint NOT NULL); INSERT INTO kv VALUES (1, 0)")
+		require.NoError(t, err)
+		waitTable(t, ctx, c, "kv")
+		require.NoError(t, n2.SetApplyDelay(ctx, 2*time.Second))
+		testwait.For(t, time.Minute, "node2 delayed", func() (bool, error) {
+			var d string
+			err := n2.QueryRow(ctx, "SHOW recovery_min_apply_delay", &d)
+			return err == nil && d == "2s", err
+		})
+		byNode, stale := map[string]int{}, 0
+		for i := range 6 {
+			sctx := dbrouter.WithSession(ctx, dbrouter.NewSession())
+			want := int64(i + 1)
+			if i%2 == 0 {
+				_, err = pinned.ExecContext(sctx, "UPDATE kv SET v = $1 WHERE k = 1", want)
+			} else {
+				err = pinned.QueryRowContext(sctx, "UPDATE kv SET v = $1 WHERE k = 1 RETURNING v", want).Scan(new(int64))
+			}
+			require.NoError(t, err)
+			var got int64
+			require.NoError(t, db.QueryRowContext(sctx, "SELECT v, current_setting('cluster_name') FROM kv WHERE k = 1").Scan(&got, &node))
+			byNode[node]++
+			if got != want {
+				stale++
+			}
+		}
+		assert.Zero(t, stale, "session reads after writes on the pinned connection, served by %v", byNode)
+		require.NoError(t, n2.SetApplyDelay(ctx, 0))
+	})
 
 	// A connection that only wrote is not pinned: it follows the primary.
 	follower, err := face.Conn(ctx)
