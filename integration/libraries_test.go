@@ -679,6 +679,14 @@ func testGoose(t *testing.T, c *pgcluster.Cluster, withLocker, session bool) {
 	assert.True(t, gone, "down to version 0 dropped the table")
 	waitReplicas(t, ctx, c, "the table dropped", "SELECT to_regclass($1) IS NULL", tbl)
 
+	// Up, all at once, on the primary.
+	m = lr.log.mark()
+	results, err := p.Up(gctx)
+	require.NoError(t, err)
+	assert.Len(t, results, 4)
+	assert.Equal(t, int64(4), versionOnPrimary())
+	onPrimary(t, m, "Up")
+
 	// goose's lock went with its connections, which were not given back to
 	// the pool.
 	var held int
