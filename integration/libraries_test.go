@@ -1122,6 +1122,40 @@ func TestIntegrationSQLConn(t *testing.T) {
 		}
 	})
 
+	// BEGIN and ROLLBACK sent as statements on a *sql.Conn: with a *sql.DB
+	// of the primary, what runs between them is one transaction, unseen
+	// from outside until it ends, and rolled back. BEGIN leaves the server
+	// session in a transaction: it is session state.
+	t.Run("BEGIN and ROLLBACK as statements", func(t *testing.T) {
+		raw, err := c.Primary().Open()
+		require.NoError(t, err)
+		defer raw.Close()
+		for _, tc := range []struct {
+			name string
+			db   *sql.DB
+		}{{"the primary's *sql.DB", raw}, {"SQL()", face}} {
+			t.Run(tc.name, func(t *testing.T) {
+				v := uniqueName(t, "manual")
+				conn, err := tc.db.Conn(ctx)
+				require.NoError(t, err)
+				defer conn.Close()
+				_, err = conn.ExecContext(ctx, "BEGIN")
+				require.NoError(t, err)
+				_, err = conn.ExecContext(ctx, "INSERT INTO "+tbl+" (v) VALUES ($1)", v)
+				require.NoError(t, err)
+				var inside int
+				require.NoError(t, conn.QueryRowContext(ctx, "SELECT count(*) FROM "+tbl+" WHERE v = $1", v).Scan(&inside))
+				assert.Equal(t, 1, inside, "the transaction sees its row")
+				outside, _ := storedBy(t, ctx, c, tbl, "v = '"+v+"'")
+				assert.Zero(t, outside, "the row was committed before COMMIT: BEGIN did not hold")
+				_, err = conn.ExecContext(ctx, "ROLLBACK")
+				require.NoError(t, err)
+				left, _ := storedBy(t, ctx, c, tbl, "v = '"+v+"'")
+				assert.Zero(t, left, "ROLLBACK left the row")
+			})
+		}
+	})
+
 	// pidOn returns the backend serving q.
 	pidOn := func(t *testing.T, q interface {
 		QueryRowContext(context.Context, string, ...any) *sql.Row
