@@ -1156,6 +1156,33 @@ func TestIntegrationSQLConn(t *testing.T) {
 		}
 	})
 
+	// lastval() and currval() after an insert on a *sql.Conn: with a
+	// *sql.DB of the primary, they return the connection's own id, whatever
+	// other callers insert meanwhile. nextval() leaves state in the server
+	// session, implicitly (a serial column's default).
+	t.Run("lastval and currval after an insert", func(t *testing.T) {
+		raw, err := c.Primary().Open()
+		require.NoError(t, err)
+		defer raw.Close()
+		for _, tc := range []struct {
+			name string
+			db   *sql.DB
+		}{{"the primary's *sql.DB", raw}, {"SQL()", face}} {
+			t.Run(tc.name, func(t *testing.T) {
+				conn, err := tc.db.Conn(ctx)
+				require.NoError(t, err)
+				defer conn.Close()
+				var mine, other, last, cur int64
+				require.NoError(t, conn.QueryRowContext(ctx, "INSERT INTO "+tbl+" (v) VALUES ('mine') RETURNING id").Scan(&mine))
+				require.NoError(t, tc.db.QueryRowContext(ctx, "INSERT INTO "+tbl+" (v) VALUES ('another caller''s') RETURNING id").Scan(&other))
+				require.NoError(t, conn.QueryRowContext(ctx, "SELECT lastval()").Scan(&last))
+				assert.Equal(t, mine, last, "lastval(): the id of the connection's insert, not another caller's (%d)", other)
+				require.NoError(t, conn.QueryRowContext(ctx, "SELECT currval(pg_get_serial_sequence($1, 'id'))", tbl).Scan(&cur))
+				assert.Equal(t, mine, cur, "currval(): the id of the connection's insert, not another caller's (%d)", other)
+			})
+		}
+	})
+
 	// pidOn returns the backend serving q.
 	pidOn := func(t *testing.T, q interface {
 		QueryRowContext(context.Context, string, ...any) *sql.Row
