@@ -139,9 +139,19 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 			c.db.observe(start, p.n, why, query, write, err)
 		}
 		if err != nil {
+			if write && !c.tx && isConnError(err) {
+				c.db.noteWrite(routeOf(ctx).session) // sent, and maybe committed: its outcome is unknown
+			}
 			return nil, nodeErr(p.n, "query", err)
 		}
-		return c.newRows(rows, nil, nil), nil
+		var over *atomic.Bool
+		if s := routeOf(ctx).session; write && !c.tx && s != nil {
+			// A pinned session's write, for ctx's session (a
+			// transaction's counts for the session it began under).
+			over = new(atomic.Bool) // the write commits once the rows are closed
+			c.db.noteOpen(s, over)
+		}
+		return c.newRows(rows, nil, over), nil
 	}
 	rc, d, p, err := c.take(ctx, query, write)
 	if err != nil {
@@ -257,6 +267,12 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 		if hook {
 			c.db.observe(start, p.n, why, query, true, err)
 		}
+		if !c.tx && (err == nil || isConnError(err)) {
+			// A pinned session's write, for ctx's session (a
+			// transaction's counts for the session it began under); when
+			// its connection failed, its outcome is unknown.
+			c.db.noteWrite(routeOf(ctx).session)
+		}
 		if err != nil {
 			return nil, nodeErr(p.n, "exec", err)
 		}
@@ -365,7 +381,6 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 // begun accounts for a transaction begun on c.phys.
 func (c *vconn) begun(rc ctxRoute, tx driver.Tx, write bool) driver.Tx {
 	c.done(c.phys.n, write, false, nil)
-	c.wrote = c.wrote && write // the transaction's reads are its own
 	c.tx = true
 	t := &vtx{c: c, tx: tx, write: write}
 	if write {
