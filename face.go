@@ -34,8 +34,10 @@ import (
 // node's connection only for one statement (until its rows are closed), a
 // transaction, or, once it left state in its server session, its own life.
 //
-// A connection reads its own writes: after a write, its reads go to the
-// primary until it goes back to the pool. A statement that leaves state in
+// A connection reads its own writes: after a write, its statements run on
+// the write's server connection (lastval and currval see its insert) while
+// that node is the primary, and its reads go to the primary, until it goes
+// back to the pool. BEGIN sent as a statement pins it, as below. A statement that leaves state in
 // the server session (SET, LISTEN, PREPARE, temporary tables, session
 // advisory locks, …, see sqlclass.LeavesSessionState) pins the connection to
 // its node, the primary, for its life: run such statements on a *sql.Conn,

@@ -191,6 +191,43 @@ func TestSQLFaceConnReadsItsOwnWrites(t *testing.T) {
 	assert.Contains(t, served(t, face, ctx, "SELECT 1"), "replica", "a pooled statement after the connection went back")
 }
 
+// A connection's statements after a write run on the write's server
+// connection (lastval and currval see its insert), which goes back to the
+// node's pool with the connection; when the primary changes, the next
+// statement is routed again, without an error.
+func TestSQLFaceConnKeepsItsWritesServerConnection(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2)
+	face := pc.db.SQL()
+	c, err := face.Conn(ctx)
+	require.NoError(t, err)
+	_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	assert.Equal(t, 1, pc.dbs[0].Stats().InUse, "kept since the write")
+	opened := pc.conns[0].Count(fakedriver.OpConnect)
+	for range 4 {
+		assert.Equal(t, "primary", served(t, c, ctx, "SELECT lastval()"))
+		_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (2)")
+		require.NoError(t, err)
+	}
+	assert.Equal(t, opened, pc.conns[0].Count(fakedriver.OpConnect), "all on one server connection")
+	assert.Equal(t, 1, pc.dbs[0].Stats().InUse)
+
+	pc.pg[1].inRecovery.Store(false) // replica1 promoted
+	pc.pg[1].timeline.Store(2)
+	pc.probe()
+	_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (3)")
+	require.NoError(t, err, "not pinned: routed again")
+	assert.Equal(t, 1, pc.conns[1].Count(fakedriver.OpExec), "on the new primary")
+	assert.Zero(t, pc.dbs[0].Stats().InUse, "the old primary's connection was let go")
+	require.NoError(t, c.Close())
+	assert.Zero(t, pc.dbs[1].Stats().InUse, "and the new one's with the connection")
+
+	_, err = face.ExecContext(ctx, "INSERT INTO t VALUES (4)")
+	require.NoError(t, err)
+	assert.Zero(t, pc.dbs[1].Stats().InUse, "a pooled write holds nothing once it returned")
+}
+
 // A connection that left state in its server session stays on that session;
 // when its node stops being the primary, it fails with ErrSessionMoved and
 // is discarded, never moved. A new connection works.

@@ -13,12 +13,14 @@ import (
 // vconn is a virtual connection of the SQL() face: database/sql uses one
 // from one goroutine at a time. It routes each statement when database/sql
 // hands it over, and runs it on a connection of the chosen node's pool,
-// taken for that statement, or held for a transaction or a pinned session.
+// taken for that statement, or held for a transaction, a pinned session, or
+// since a write until the connection goes back to the pool.
 type vconn struct {
 	db          *DB
-	phys        *physConn // held: for the transaction in progress, or for good once pinned
+	phys        *physConn // held: for the transaction in progress, for good once pinned, or kept since a write
 	tx          bool      // a transaction is in progress on phys
 	pinned      bool      // phys's server session holds state: every statement runs there
+	kept        bool      // phys ran a write: c's statements run there while it is the primary, until c goes back to the pool
 	wrote       bool      // a write ran since the connection left the pool: reads go to the primary
 	primaryOnly bool      // taken by DB.Conn: everything goes to the primary
 	bad         bool      // its session moved: every statement fails, and the pool discards it
@@ -94,9 +96,14 @@ func (db *DB) serves(n *node, primary bool) bool {
 }
 
 // held returns the connection a statement must run on, when c holds one:
-// its transaction's, or its pinned session's while that node is still the
-// primary. A pinned session whose node is not the primary any more fails
-// with ErrSessionMoved, and c is discarded.
+// its transaction's, or its pinned session's, or the one its last write ran
+// on, while that node is still the primary. A pinned session whose node is
+// not the primary any more fails with ErrSessionMoved, and c is discarded; a
+// kept connection is let go, and the statement routed as any other.
+//
+// Keeping the write's connection is what makes a *sql.Conn one server
+// session for what a write leaves behind unseen (lastval, currval) and for
+// the reads that follow it, which go to the primary anyway.
 func (c *vconn) held() (*physConn, Reason, error) {
 	if c.bad {
 		return nil, 0, ErrSessionMoved
@@ -112,8 +119,37 @@ func (c *vconn) held() (*physConn, Reason, error) {
 			return nil, 0, ErrSessionMoved
 		}
 		return c.phys, ReasonSession, nil
+	case c.kept:
+		if c.db.table.Load().primary == c.phys.n {
+			return c.phys, ReasonSession, nil
+		}
+		c.letGo()
 	}
 	return nil, 0, nil
+}
+
+// keep holds p, which ran a write, for c's next statements.
+func (c *vconn) keep(p *physConn) {
+	c.phys, c.kept = p, true
+}
+
+// letGo gives back the connection c kept since a write.
+func (c *vconn) letGo() {
+	if c.kept {
+		c.kept = false
+		c.phys.release(c.db, false)
+		c.phys = nil
+	}
+}
+
+// heldFailed lets go of a kept connection whose statement failed with a
+// connection error: the next statement is routed again, on a sound one.
+func (c *vconn) heldFailed(err error) {
+	if c.kept && isConnError(err) {
+		c.kept = false
+		c.phys.release(c.db, true)
+		c.phys = nil
+	}
 }
 
 // QueryContext runs a query, routed as DB.QueryContext routes it.
@@ -142,7 +178,9 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 			if write && !c.tx && isConnError(err) {
 				c.db.noteWrite(routeOf(ctx).session) // sent, and maybe committed: its outcome is unknown
 			}
-			return nil, nodeErr(p.n, "query", err)
+			n := p.n
+			c.heldFailed(err)
+			return nil, nodeErr(n, "query", err)
 		}
 		var over *atomic.Bool
 		if s := routeOf(ctx).session; write && !c.tx && s != nil {
@@ -206,12 +244,16 @@ func (c *vconn) opened(rc ctxRoute, p *physConn, rows driver.Rows, write, sessio
 		c.phys, c.pinned = p, true
 		return c.newRows(rows, nil, nil)
 	}
+	if !write {
+		return c.newRows(rows, p, nil)
+	}
+	c.keep(p)
 	var over *atomic.Bool
-	if write && rc.session != nil {
+	if rc.session != nil {
 		over = new(atomic.Bool) // the write commits once the rows are closed
 		c.db.noteOpen(rc.session, over)
 	}
-	return c.newRows(rows, p, over)
+	return c.newRows(rows, nil, over)
 }
 
 // newRows wraps rows for database/sql: release, when set, goes back to its
@@ -274,7 +316,9 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 			c.db.noteWrite(routeOf(ctx).session)
 		}
 		if err != nil {
-			return nil, nodeErr(p.n, "exec", err)
+			n := p.n
+			c.heldFailed(err)
+			return nil, nodeErr(n, "exec", err)
 		}
 		return res, nil
 	}
@@ -300,7 +344,7 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 	if session {
 		c.phys, c.pinned = p, true
 	} else {
-		p.release(c.db, false)
+		c.keep(p)
 	}
 	c.db.noteWrite(rc.session)
 	if !c.db.stillPrimary(d.n) {
@@ -326,7 +370,7 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 		return nil, err
 	}
 	rc := routeOf(ctx)
-	if p != nil { // a pinned session: on its server connection
+	if p != nil { // a pinned session, or a connection kept since a write: on its server connection
 		p.n.sent(write)
 		tx, err := beginOn(ctx, p.dc, opts)
 		if hook {
@@ -425,7 +469,12 @@ func (t *vtx) end(err error) error {
 	} else if t.write {
 		c.wrote = true // its reads, from now on, must see what it wrote
 	}
-	if !c.pinned {
+	switch {
+	case c.pinned:
+	case err == nil && (t.write || c.kept):
+		c.kept = true // its writes' connection, or the one kept before
+	default:
+		c.kept = false
 		c.phys.release(c.db, isConnError(err))
 		c.phys = nil
 	}
@@ -500,8 +549,12 @@ func (c *vconn) ResetSession(ctx context.Context) error {
 
 // IsValid keeps c in the pool unless its session moved or is pinned: a
 // pinned server session holds its user's state, which no other caller may
-// inherit.
-func (c *vconn) IsValid() bool { return !c.bad && !c.pinned && !c.tx }
+// inherit. database/sql asks as c goes back to its pool, which is when the
+// connection kept since a write goes back to its node's pool.
+func (c *vconn) IsValid() bool {
+	c.letGo()
+	return !c.bad && !c.pinned && !c.tx
+}
 
 // CheckNamedValue takes every argument as it is: the node's driver converts
 // it when the statement runs (see convertArgs), as it would have on its own.
@@ -510,6 +563,7 @@ func (c *vconn) CheckNamedValue(*driver.NamedValue) error { return nil }
 // Close gives back the connection c holds; a pinned session's or an
 // unfinished transaction's is closed, not pooled.
 func (c *vconn) Close() error {
+	c.letGo()
 	if c.phys != nil {
 		c.phys.release(c.db, true)
 		c.phys = nil

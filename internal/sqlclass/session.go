@@ -3,7 +3,8 @@ package sqlclass
 // LeavesSessionState reports whether query may leave state in the server
 // session that outlives it: SET (not SET LOCAL, SET TRANSACTION or SET
 // CONSTRAINTS), RESET, DISCARD, LISTEN, UNLISTEN, PREPARE, DEALLOCATE, LOAD,
-// DECLARE … WITH HOLD, CREATE TEMP … (and SELECT … INTO TEMP), SET SESSION
+// BEGIN and START TRANSACTION sent as statements (the transaction lives in
+// the session until its COMMIT or ROLLBACK, sent the same way), DECLARE … WITH HOLD, CREATE TEMP … (and SELECT … INTO TEMP), SET SESSION
 // AUTHORIZATION and SET ROLE, and calls of set_config, the session-level
 // advisory lock functions and dblink_connect. Statements that do so must run
 // on one server session from then on: the router pins the connection that
@@ -45,7 +46,7 @@ func LeavesSessionState(query string) bool {
 		if first {
 			first, lead = false, lower(w)
 			switch lead {
-			case "reset", "discard", "listen", "unlisten", "prepare", "deallocate", "load":
+			case "reset", "discard", "listen", "unlisten", "prepare", "deallocate", "load", "begin", "start":
 				return true
 			}
 			prev = w
@@ -102,7 +103,7 @@ func isWord(w, kw string) bool { return compareName(w, kw, true) == 0 }
 // LeavesSessionState looks at, else "": it never allocates.
 func lower(w string) string {
 	for _, kw := range [...]string{"set", "reset", "discard", "listen", "unlisten", "prepare", "deallocate",
-		"load", "create", "declare", "local", "transaction", "constraints", "temp", "temporary"} {
+		"load", "begin", "start", "create", "declare", "local", "transaction", "constraints", "temp", "temporary"} {
 		if isWord(w, kw) {
 			return kw
 		}
