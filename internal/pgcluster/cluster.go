@@ -101,6 +101,7 @@ type clusterImpl interface {
 // nodeImpl is what a backend provides for one node.
 type nodeImpl interface {
 	crash(ctx context.Context) error // immediate stop (pg_ctl -m immediate / container kill)
+	kill9(ctx context.Context) error // kill -9 of the postmaster / container kill
 	stop(ctx context.Context) error  // clean (fast) shutdown
 	start(ctx context.Context) error // start again with the same data; returns once it accepts connections
 	freeze(ctx context.Context) error
@@ -281,6 +282,15 @@ func (n *Node) DSNFor(host string, port int) string {
 // Crash stops the node at once, as a power cut would (pg_ctl stop -m immediate / container kill).
 // A node that is not running is left as it is.
 func (n *Node) Crash(ctx context.Context) error { return n.wrap("crash", n.impl.crash(ctx)) }
+
+// Kill kills the node's postmaster with SIGKILL, as kill -9 (or the OOM
+// killer) would, and returns once every process of the node has exited: its
+// backends end by themselves when they see the postmaster gone (a statement
+// in flight may finish first); any still there after a few seconds are
+// killed too. On the docker backend it is Crash (the container's postgres is
+// its PID 1). Start brings it back through crash recovery, a crashed
+// primary as a primary on its old timeline.
+func (n *Node) Kill(ctx context.Context) error { return n.wrap("kill", n.impl.kill9(ctx)) }
 
 // Stop shuts the node down cleanly.
 func (n *Node) Stop(ctx context.Context) error { return n.wrap("stop", n.impl.stop(ctx)) }

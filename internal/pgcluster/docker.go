@@ -518,6 +518,9 @@ func (dn *dockerNode) crash(ctx context.Context) error {
 	return dn.waitStopped(ctx, ctr)
 }
 
+// kill9 is crash: the container's SIGKILL goes to postgres, its PID 1.
+func (dn *dockerNode) kill9(ctx context.Context) error { return dn.crash(ctx) }
+
 // waitStopped polls until the container is not running.
 func (dn *dockerNode) waitStopped(ctx context.Context, ctr testcontainers.Container) error {
 	for {

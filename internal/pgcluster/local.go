@@ -462,6 +462,70 @@ func (ln *localNode) crash(ctx context.Context) error {
 	return ln.pgCtlStop(ctx, "immediate")
 }
 
+// localKillGrace is how long Kill waits for a killed postmaster's children
+// to exit by themselves before it kills them.
+const localKillGrace = 5 * time.Second
+
+// kill9 sends SIGKILL to the postmaster and waits until it and its children
+// are gone; the children exit when they see the postmaster die, and are
+// killed after localKillGrace. Its children are the processes it had when
+// it was killed and any process still working in the data directory (one
+// forked as the kill landed, or one the first look at /proc missed: CI once
+// found a child alive after Kill had returned). It waits for the postmaster
+// to be reaped too (by init, to which pg_ctl left it): until then its pid
+// still answers kill(pid, 0), and a new postmaster would take
+// postmaster.pid for a live one's. A frozen node is thawed first; a node
+// that is not running is left as it is.
+func (ln *localNode) kill9(ctx context.Context) error {
+	if err := ln.thaw(ctx); err != nil {
+		return err
+	}
+	pm, ok := ln.livePostmaster()
+	if !ok {
+		return nil
+	}
+	var kids []proc // by pid and start time: a busy machine soon reuses an exited child's pid
+	for _, pid := range childrenOf(pm) {
+		if p, ok := procOf(pid); ok {
+			kids = append(kids, p)
+		}
+	}
+	if err := syscall.Kill(pm, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("SIGKILL postmaster %d: %w", pm, err)
+	}
+	gone := func() bool {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pm)); err == nil {
+			return false // running, or a zombie not reaped yet
+		}
+		for _, p := range kids {
+			if p.alive() {
+				return false
+			}
+		}
+		return len(procsWorkingIn(ln.dir)) == 0
+	}
+	deadline := time.Now().Add(localKillGrace)
+	for !gone() {
+		if time.Now().After(deadline) {
+			for _, p := range kids {
+				if p.alive() {
+					_ = syscall.Kill(p.pid, syscall.SIGKILL)
+				}
+			}
+			for _, pid := range procsWorkingIn(ln.dir) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			deadline = time.Now().Add(localKillGrace)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("processes of %s still running after SIGKILL: %w", ln.n.name, ctx.Err())
+		case <-time.After(procPollInterval):
+		}
+	}
+	return nil
+}
+
 // stop shuts the node down cleanly (pg_ctl stop -m fast). A frozen node is thawed first.
 func (ln *localNode) stop(ctx context.Context) error {
 	if err := ln.thaw(ctx); err != nil {
@@ -614,16 +678,8 @@ func procStat(pid int) (state byte, ppid int, ok bool) {
 
 // childrenOf returns the live processes whose parent is pid.
 func childrenOf(pid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
 	var kids []int
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	for _, p := range otherPIDs() {
 		if st, ppid, ok := procStat(p); ok && ppid == pid && st != 'Z' && st != 'X' {
 			kids = append(kids, p)
 		}

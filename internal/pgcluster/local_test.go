@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -45,38 +43,46 @@ func requireLocal(t *testing.T) {
 	}
 }
 
-// nodePIDs returns the postmaster pid of every running node and the pids of its children.
-func nodePIDs(c *Cluster) []int {
-	var pids []int
+// nodePIDs returns the postmaster of every running node and its children.
+func nodePIDs(c *Cluster) []proc {
+	var procs []proc
+	add := func(pid int) {
+		if p, ok := procOf(pid); ok {
+			procs = append(procs, p)
+		}
+	}
 	for _, n := range c.nodes {
 		ln := n.impl.(*localNode)
 		pm, err := ln.postmasterPID()
 		if err != nil {
 			continue
 		}
-		pids = append(pids, pm)
-		pids = append(pids, childrenOf(pm)...)
+		add(pm)
+		for _, pid := range childrenOf(pm) {
+			add(pid)
+		}
 	}
-	return pids
+	return procs
 }
 
-// leftovers returns the live processes among pids and those whose command line mentions base.
-func leftovers(pids []int, base string) []string {
+// survivors describes the processes of procs that are still alive.
+func survivors(procs []proc) []string {
 	var left []string
-	for _, pid := range pids {
-		if alive(pid) {
-			left = append(left, fmt.Sprintf("%d %q", pid, procCmdline(pid)))
+	for _, p := range procs {
+		if p.alive() {
+			st, ppid, _ := procStat(p.pid)
+			left = append(left, fmt.Sprintf("%d %q state %c parent %d started %d", p.pid, procCmdline(p.pid), st, ppid, p.start))
 		}
 	}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if cmd := procCmdline(pid); alive(pid) && strings.Contains(cmd, base) {
-			left = append(left, fmt.Sprintf("%d %q", pid, cmd))
-		}
+	return left
+}
+
+// leftovers returns the processes of procs still alive and those whose
+// command line mentions base (a unique temp dir).
+func leftovers(procs []proc, base string) []string {
+	left := survivors(procs)
+	for _, pid := range procsNaming(base) {
+		left = append(left, fmt.Sprintf("%d %q", pid, procCmdline(pid)))
 	}
 	return left
 }
@@ -118,4 +124,50 @@ func TestLocalCloseHalfStarted(t *testing.T) {
 	checkGone := localFootprint(ctx, t, c)
 	require.NoError(t, c.Close())
 	checkGone(t)
+}
+
+// TestLocalKill: Kill is kill -9 of the postmaster. A session idle on the
+// node ends with it (its backend sees the postmaster gone), no process of
+// the node is left, and Start brings the primary back with its data,
+// through crash recovery.
+func TestLocalKill(t *testing.T) {
+	requireLocal(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := StartT(t, Options{})
+	n := c.Primary()
+	require.NoError(t, n.Exec(ctx, "CREATE TABLE t (id int)"))
+	insertRow(ctx, t, n, 1)
+	db, err := n.Open()
+	require.NoError(t, err)
+	defer db.Close()
+	conn, err := db.Conn(ctx) // a backend idle at the kill
+	require.NoError(t, err)
+	defer conn.Close()
+	pids := nodePIDs(c)
+	require.Greater(t, len(pids), 1, "a postmaster and its children")
+	dir := n.impl.(*localNode).dir
+	require.Greater(t, len(procsWorkingIn(dir)), 1, "the node's processes, by their working directory")
+
+	began := time.Now()
+	require.NoError(t, n.Kill(ctx))
+	t.Logf("kill -9 of %s's postmaster: every process gone in %v", n.Name(), since(began))
+	left, inDir := survivors(pids), describePIDs(procsWorkingIn(dir))
+	if len(left) > 0 || inDir != "" {
+		t.Logf("after Kill: left %v; in the data directory: %s", left, inDir) // one line, ahead of a CI log's cut
+	}
+	assert.Empty(t, left, "processes of the node left after Kill")
+	assert.Empty(t, inDir, "processes working in the node's data directory after Kill")
+	requireDown(ctx, t, n)
+	var one int
+	assert.Error(t, conn.QueryRowContext(ctx, "SELECT 1").Scan(&one), "the idle session survived")
+	require.NoError(t, n.Kill(ctx), "Kill of a killed node")
+
+	require.NoError(t, n.Start(ctx))
+	inRecovery, err := n.InRecovery(ctx)
+	require.NoError(t, err)
+	assert.False(t, inRecovery, "back as a primary")
+	cnt, err := rowCount(ctx, n, 1)
+	require.NoError(t, err)
+	assert.Equal(t, 1, cnt, "the row written before the kill")
 }

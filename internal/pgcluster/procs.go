@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,21 +85,28 @@ func (d *daemon) kill(ctx context.Context) error {
 	}
 }
 
-// procsNaming returns the live processes, other than ourselves, whose command
-// line contains s, and all their live descendants.
-func procsNaming(s string) []int {
+// otherPIDs returns the pids in /proc other than ours, alive or not.
+func otherPIDs() []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
 	self := os.Getpid()
+	var pids []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != self {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// procsNaming returns the live processes, other than ourselves, whose command
+// line contains s, and all their live descendants.
+func procsNaming(s string) []int {
 	parent := map[int]int{}
 	var found []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
+	for _, pid := range otherPIDs() {
 		st, ppid, ok := procStat(pid)
 		if !ok || st == 'Z' || st == 'X' {
 			continue
@@ -124,6 +132,23 @@ func procsNaming(s string) []int {
 		}
 	}
 	slices.Sort(found)
+	return found
+}
+
+// procsWorkingIn returns the live processes, other than ourselves, whose
+// working directory is dir: every process of a postmaster, which chdirs into
+// its data directory before it forks, whatever its parent is now and
+// whenever it was forked.
+func procsWorkingIn(dir string) []int {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	var found []int
+	for _, pid := range otherPIDs() {
+		if cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd"); err == nil && cwd == dir && alive(pid) {
+			found = append(found, pid)
+		}
+	}
 	return found
 }
 
@@ -210,6 +235,27 @@ func describePIDs(pids []int) string {
 		fmt.Fprintf(&b, "%d %q", pid, procCmdline(pid))
 	}
 	return b.String()
+}
+
+// proc names one process: its pid and its start time, since a busy machine
+// (pid_max 32768) reuses the pid of a child that exited (an autovacuum
+// worker) within seconds.
+type proc struct {
+	pid   int
+	start uint64
+}
+
+// procOf returns the process pid names now, and false when there is none.
+func procOf(pid int) (proc, bool) {
+	start, ok := procStartTime(pid)
+	return proc{pid, start}, ok
+}
+
+// alive reports whether p has not exited: its pid names a process started
+// when p was, and that process is not a zombie.
+func (p proc) alive() bool {
+	start, ok := procStartTime(p.pid)
+	return ok && start == p.start && alive(p.pid)
 }
 
 // procStartTime returns the start time of pid in clock ticks since boot
