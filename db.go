@@ -224,7 +224,8 @@ func (db *DB) Replica() *sql.DB {
 
 // Close stops the background probes and waits for them, delivers the events
 // still queued, closes the probes' own connections, then closes the handles
-// that Open opened (handles given to New stay open). It is
+// that Open or OpenDiscovered opened (members still draining included;
+// handles given to New stay open). It is
 // idempotent. Afterwards the methods that run statements (on the DB or a
 // Stmt) return ErrClosed; Status, Stats, Primary and Replica still answer.
 // Close your Stmts yourself. Do not call Close from an event hook: it waits
@@ -236,7 +237,12 @@ func (db *DB) Close() error {
 		db.wg.Wait()
 		db.events.stop()                 // after the probe loops: they queue no more
 		errs := []error{db.face.Close()} // before the nodes' handles: its connections go back to them
-		for _, n := range db.nodeList() {
+		db.mu.Lock()
+		draining := db.hs.draining // members that left and were not closed yet: their drains ended with ctx
+		db.hs.draining = nil
+		db.mu.Unlock()
+		for _, n := range slices.Concat(db.nodeList(), draining) {
+			n.dropProbeConn()
 			if n.probes != n.db {
 				errs = append(errs, nodeErr(n, "close", n.probes.Close()))
 			}

@@ -57,6 +57,8 @@ type probeResult struct {
 	timeline   uint32 // a primary's current timeline; the one a replica's receiver streams; 0 when unknown
 	restartTL  uint32 // a replica's last restartpoint's timeline (a lower bound of its own); 0 on a primary
 	receiver   string // a replica's WAL receiver: "streaming", "none", "hidden", …; "" on a primary
+	sysid      uint64 // the cluster's system identifier, shared by a primary and its replicas; 0 when unknown
+	started    int64  // when the server's postmaster started (µs since 1970): two DSNs of one server share it; 0 when unknown
 }
 
 type genericDialect struct{}
@@ -80,22 +82,27 @@ func (postgresDialect) knowsRoles() bool { return true }
 // promotion until the next checkpoint. A replica's is the one its receiver
 // streams (NULL when it streams nothing, or the role may not see it); the
 // timeline of its last restartpoint comes beside it, a lower bound that
-// stays old for up to checkpoint_timeout after a promotion.
+// stays old for up to checkpoint_timeout after a promotion. The system
+// identifier, which initdb draws and every replica copies, tells a node of
+// another cluster (a DSN pointing at the wrong server) from a member; the
+// postmaster's start time tells two servers from two DSNs of one server.
 const postgresProbe = `SELECT r,
 	(CASE WHEN r THEN COALESCE(pg_last_wal_replay_lsn(), '0/0') ELSE pg_current_wal_lsn() END - '0/0')::text,
 	CASE WHEN r THEN (SELECT received_tli FROM pg_stat_wal_receiver)
 		ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
 	CASE WHEN r THEN (pg_control_checkpoint()).timeline_id ELSE 0 END,
-	CASE WHEN r THEN COALESCE((SELECT COALESCE(status, 'hidden') FROM pg_stat_wal_receiver), 'none') ELSE '' END
+	CASE WHEN r THEN COALESCE((SELECT COALESCE(status, 'hidden') FROM pg_stat_wal_receiver), 'none') ELSE '' END,
+	(pg_control_system()).system_identifier::text,
+	(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint
 FROM pg_is_in_recovery() AS r`
 
 func (postgresDialect) probe(ctx context.Context, q querier, args []any) probeResult {
 	var (
-		r         probeResult
-		lsn       string
-		tl, cptTL sql.NullInt64
+		r          probeResult
+		lsn, sysid string
+		tl, cptTL  sql.NullInt64
 	)
-	r.err = q.QueryRowContext(ctx, postgresProbe, args...).Scan(&r.inRecovery, &lsn, &tl, &cptTL, &r.receiver)
+	r.err = q.QueryRowContext(ctx, postgresProbe, args...).Scan(&r.inRecovery, &lsn, &tl, &cptTL, &r.receiver, &sysid, &r.started)
 	if r.err != nil {
 		return r
 	}
@@ -104,6 +111,19 @@ func (postgresDialect) probe(ctx context.Context, q querier, args []any) probeRe
 		r.err = fmt.Errorf("probe: bad WAL position %q: %w", lsn, err)
 		return r
 	}
+	if r.sysid, r.err = parseSystemID(sysid); r.err != nil {
+		return r
+	}
 	r.lsn, r.timeline, r.restartTL = v, uint32(tl.Int64), uint32(cptTL.Int64)
 	return r
+}
+
+// parseSystemID parses (pg_control_system()).system_identifier, sent as
+// text: a bigint, which initdb never draws negative.
+func parseSystemID(s string) (uint64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("probe: bad system identifier %q: %w", s, err)
+	}
+	return uint64(id), nil
 }

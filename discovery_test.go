@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"sync"
 	"testing"
@@ -129,14 +130,21 @@ func eventKindsOf(db *DB) []EventKind {
 	return ks
 }
 
-func TestALeavingMemberDrainsBeforeItCloses(t *testing.T) {
-	ctx := context.Background()
-	d := newDiscovered(t)
-	rows, err := d.db.QueryContext(UsePrimary(ctx), "SELECT 1") // holds a connection of m0's pool
+// leaveBusy has m0, the leader, leave the source (m1 leads now) while a
+// query's rows hold a connection of its pool; the caller closes them.
+func (d *discovered) leaveBusy(t *testing.T) *sql.Rows {
+	t.Helper()
+	rows, err := d.db.QueryContext(UsePrimary(context.Background()), "SELECT 1")
 	require.NoError(t, err)
 	d.src.set(nil, d.member("m1", true), d.member("m2", false))
 	d.pg["m1"].inRecovery.Store(false)
 	d.round()
+	return rows
+}
+
+func TestALeavingMemberDrainsBeforeItCloses(t *testing.T) {
+	d := newDiscovered(t)
+	rows := d.leaveBusy(t)
 	st, ok := d.db.Status().Node("m0")
 	require.True(t, ok, "m0 is still there while in use")
 	assert.True(t, st.Draining)
@@ -145,6 +153,53 @@ func TestALeavingMemberDrainsBeforeItCloses(t *testing.T) {
 		_, ok := d.db.Status().Node("m0")
 		return !ok
 	})
+}
+
+// Close closes a member that is still draining: its handle and its
+// probes' pool, whatever still holds one of its connections.
+func TestCloseClosesADrainingMember(t *testing.T) {
+	d := newDiscovered(t)
+	rows := d.leaveBusy(t)
+	require.True(t, nodeStatus(t, d.db, "m0").Draining)
+	require.NoError(t, d.db.Close())
+	for _, name := range []string{"m0", "m1", "m2"} {
+		assert.Equal(t, 1, d.conn[name].Closes(), "%s's handle closed", name)
+	}
+	require.NoError(t, rows.Close())
+	assert.Zero(t, d.conn["m0"].OpenConns(), "m0's last connection closed once given back")
+}
+
+// A write that a member acknowledges after it left the source fails with
+// ErrPrimaryLost, also while no other node is the primary yet: on Patroni,
+// a leader that hung past ttl lost its member key with its leader key, and
+// resumes running what it held while another member takes the key.
+func TestAWriteAcknowledgedByAMemberThatLeftFails(t *testing.T) {
+	ctx := context.Background()
+	d := newDiscovered(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	d.conn["m0"].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+		if op == fakedriver.OpExec && q == "INSERT held" {
+			close(entered)
+			<-release
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.db.ExecContext(ctx, "INSERT held")
+		done <- err
+	}()
+	<-entered
+	d.src.set(nil, d.member("m1", true), d.member("m2", false)) // m1 holds the key, not promoted yet
+	d.round()
+	require.Empty(t, d.db.Status().Primary)
+	close(release) // m0 acknowledges it now
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, ErrPrimaryLost)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write did not return")
+	}
 }
 
 func TestAMemberWhoseAddressChangedIsANewMember(t *testing.T) {

@@ -38,13 +38,17 @@ var (
 	// fallback is off (WithReplicaFallback(false)).
 	ErrNoReplica = errors.New("dbrouter: no replica available")
 
-	// ErrPrimaryLost is returned by a write (Exec, a transaction's Commit)
-	// that a node ran after the router had seen that node stop being the
-	// primary: another node became the primary, or it was fenced. The node
-	// may have committed it on a history the cluster no longer follows
-	// (behind a pooler, a write queued while the primary was down can
-	// commit on it when it restarts, after a failover), so the router does
-	// not report it as done: it may be lost. The error wraps the node's.
+	// ErrPrimaryLost is returned by a write (Exec, a transaction's Commit,
+	// a writing query such as INSERT … RETURNING through QueryContext or
+	// QueryRowContext when its rows come back) that a node ran after the
+	// router had seen that node stop being the primary: another node
+	// became the primary, or it was fenced. The node may have committed it
+	// on a history the cluster no longer follows (behind a pooler, a write
+	// queued while the primary was down can commit on it when it restarts,
+	// after a failover; a leader that hung past its key's ttl commits what
+	// it was running when it resumes, before its HA manager demotes it), so
+	// the router does not report it as done: it may be lost. The error
+	// wraps the node's.
 	ErrPrimaryLost = errors.New("dbrouter: the node stopped being the primary before the write returned: its outcome is unknown")
 
 	// ErrInvalidToken is returned by ResumeSession for a token it cannot
@@ -174,10 +178,20 @@ func isConnError(err error) bool {
 	if errors.As(err, &ne) {
 		return true
 	}
+	// pgconn's errors say when nothing was sent (pgconn.SafeToRetry), as
+	// "conn closed" on a connection the driver already closed does.
+	var retryable interface{ SafeToRetry() bool }
+	if errors.As(err, &retryable) && retryable.SafeToRetry() {
+		return true
+	}
 	switch s := sqlState(err); {
 	case strings.HasPrefix(s, "08"): // connection_exception
 		return true
 	case s == "57P01", s == "57P02", s == "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+		return true
+	case s == "57P05": // idle_session_timeout: the server closed the connection as it idled
+		return true
+	case s == "53300": // too_many_connections: the server is full, sent only as a connection starts
 		return true
 	}
 	return false

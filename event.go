@@ -17,9 +17,9 @@ const (
 	EventRoleChanged                            // a node's probes report another role (Detail: "replica -> primary")
 	EventPrimaryChanged                         // writes now go to Node (Detail: the previous primary, or "")
 	EventNoPrimary                              // no node is known to be primary; writes wait (Node: the last primary)
-	EventFenced                                 // Node reports being a primary but lost to a higher timeline
+	EventFenced                                 // Node reports being a primary but lost to a higher timeline, or is of another cluster (Detail says)
 	EventUnfenced                               // a fenced node reports being in recovery again
-	EventReplicaExcluded                        // a replica stopped serving reads (Detail: why: "lag", "timeline")
+	EventReplicaExcluded                        // a replica stopped serving reads (Detail: why: "lag", "timeline", "another cluster: …")
 	EventReplicaIncluded                        // a replica serves reads again
 	EventPromoted                               // the router promoted Node (WithAutoPromote)
 	EventPromoteFailed                          // the router's promotion of Node failed, or was called off (Err)

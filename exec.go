@@ -3,7 +3,6 @@ package dbrouter
 import (
 	"context"
 	"database/sql"
-	"time"
 )
 
 // call is one statement to run on some node: through the node's *sql.DB, or
@@ -43,6 +42,7 @@ func (c *call) exec(ctx context.Context, n *node, args []any) (sql.Result, error
 // SQLSTATE 25006, the classifier could not know of, e.g. in a volatile
 // function; 55000 or 0A000, see refusedByStandby: ReasonMisroute), on
 // another eligible node when the connection failed before any row came back
+// or the node refused the login, a role or database not replicated there yet
 // (ReasonRetry; not when the node was pinned: a read demanded of the primary
 // must not quietly come from a replica). It returns nil when the read must
 // not run again. Writes never run again.
@@ -61,7 +61,7 @@ func (db *DB) rerouteRead(ctx context.Context, rc ctxRoute, d decision, write bo
 		}
 		n.misroutes.Add(1)
 		return p, ReasonMisroute
-	case isConnError(err) && !d.pinned:
+	case (isConnError(err) || loginRefused(err)) && !d.pinned:
 		other, _, rerr := db.replicaNode(ctx, rc, t, n)
 		if rerr != nil || other == n {
 			return nil, 0
@@ -76,16 +76,11 @@ func (db *DB) queryCall(ctx context.Context, c call, args []any) (*sql.Rows, err
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	var start time.Time
-	if db.cfg.stmtHook != nil {
-		start = time.Now()
-	}
+	start := db.hookStart()
 	rc := routeOf(ctx)
 	d, err := db.route(ctx, rc, c.query, c.write)
 	if err != nil {
-		if db.cfg.stmtHook != nil {
-			db.observe(start, nil, d.why, c.query, c.write, err)
-		}
+		db.observe(ctx, start, nil, d.why, c.query, c.write, err)
 		return nil, err
 	}
 	if c.write {
@@ -93,11 +88,13 @@ func (db *DB) queryCall(ctx context.Context, c call, args []any) (*sql.Rows, err
 	}
 	rows, err := c.rows(ctx, d.n, args)
 	d.n.count(c.write, err)
-	if db.cfg.stmtHook != nil {
-		db.observe(start, d.n, d.why, c.query, c.write, err)
-	}
+	db.observe(ctx, start, d.n, d.why, c.query, c.write, err)
 	if err == nil {
 		if c.write {
+			if lost := db.lostPrimary(d.n, rows); lost != nil {
+				db.noteWrite(rc.session) // it may have committed
+				return nil, lost
+			}
 			db.noteQueryWrite(ctx, rc.session, rows)
 		}
 		return rows, nil
@@ -109,46 +106,52 @@ func (db *DB) queryCall(ctx context.Context, c call, args []any) (*sql.Rows, err
 		}
 		return nil, nodeErr(d.n, "query", err)
 	}
-	if db.cfg.stmtHook != nil {
-		start = time.Now()
-	}
+	start = db.hookStart()
 	rows, err = c.rows(ctx, again, args)
 	again.count(c.write, err)
-	if db.cfg.stmtHook != nil {
-		db.observe(start, again, why, c.query, c.write, err)
-	}
+	db.observe(ctx, start, again, why, c.query, c.write, err)
 	if err != nil {
 		db.signal(again, err)
 		return nil, nodeErr(again, "query", err)
 	}
 	if why == ReasonMisroute {
+		if lost := db.lostPrimary(again, rows); lost != nil {
+			db.noteWrite(rc.session)
+			return nil, lost
+		}
 		db.noteQueryWrite(ctx, rc.session, rows) // it wrote after all
 	}
 	return rows, nil
+}
+
+// lostPrimary closes rows of a writing query and returns ErrPrimaryLost
+// (from n) when n is no longer the primary as they come back, as execCall
+// does for an Exec: their first row comes back once the statement ran, and
+// a server that hung while it was the primary sends it when it resumes,
+// after another node took its place. It returns nil when n still is.
+func (db *DB) lostPrimary(n *node, rows interface{ Close() error }) error {
+	if db.stillPrimary(n) {
+		return nil
+	}
+	rows.Close()
+	return nodeErr(n, "query", ErrPrimaryLost)
 }
 
 func (db *DB) execCall(ctx context.Context, c call, args []any) (sql.Result, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	var start time.Time
-	if db.cfg.stmtHook != nil {
-		start = time.Now()
-	}
+	start := db.hookStart()
 	rc := routeOf(ctx)
 	d, err := db.route(ctx, rc, c.query, true)
 	if err != nil {
-		if db.cfg.stmtHook != nil {
-			db.observe(start, nil, d.why, c.query, true, err)
-		}
+		db.observe(ctx, start, nil, d.why, c.query, true, err)
 		return nil, err
 	}
 	d.n.writesSent.Add(1)
 	res, err := c.exec(ctx, d.n, args)
 	d.n.count(true, err)
-	if db.cfg.stmtHook != nil {
-		db.observe(start, d.n, d.why, c.query, true, err)
-	}
+	db.observe(ctx, start, d.n, d.why, c.query, true, err)
 	if err != nil {
 		db.signal(d.n, err)
 		if isConnError(err) {

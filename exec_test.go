@@ -55,6 +55,47 @@ func TestReadRetriedOnceOnConnectionError(t *testing.T) {
 	assert.Contains(t, []string{"primary", "replica1", "replica2"}, ne.Node)
 }
 
+// A read routed to a node that gives no connection (its server is gone,
+// full, or refuses the login: a role or database not replicated there yet),
+// with a pool that keeps none idle, never reached a server: it runs on
+// another replica, through the DB and through SQL(), and none fails.
+func TestAReadWhoseNodeGivesNoConnectionRunsElsewhere(t *testing.T) {
+	ctx := context.Background()
+	for _, cause := range []struct {
+		name string
+		err  error // the connection's error; nil: the node is down
+	}{
+		{"connection refused", nil},
+		{"too many clients (53300)", &fakedriver.Error{Code: "53300"}},
+		{"role missing (28000)", &fakedriver.Error{Code: "28000"}},
+		{"database missing (3D000)", &fakedriver.Error{Code: "3D000"}},
+	} {
+		for i, name := range []string{"DB", "SQL()"} {
+			t.Run(cause.name+"/"+name, func(t *testing.T) {
+				f := newFakeNodes(t, 2)
+				db := f.router(t, withoutBackground())
+				db.SetMaxIdleConns(0) // every statement opens a connection
+				if cause.err == nil {
+					f.conns[1].SetDown(true)
+				} else {
+					f.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, _ string) error {
+						if op == fakedriver.OpConnect {
+							return cause.err
+						}
+						return nil
+					})
+				}
+				fc := faces(db)[i]
+				for range 6 {
+					assert.NotEqual(t, "replica1", served(t, fc.db, ctx, "SELECT 1"))
+				}
+				r1, _ := db.Status().Node("replica1")
+				assert.Equal(t, uint64(3), r1.Retries)
+			})
+		}
+	}
+}
+
 func TestWritesAreNeverRetried(t *testing.T) {
 	ctx := context.Background()
 	f := newFakeNodes(t, 1)

@@ -118,6 +118,18 @@ func (c *vconn) acquire(ctx context.Context, n *node) (*physConn, error) {
 	return p, nil
 }
 
+// acquireAgain takes a connection of n, where a statement runs again after
+// it failed elsewhere; n's failure to give one is a health signal, and the
+// statement's error.
+func (c *vconn) acquireAgain(ctx context.Context, n *node) (*physConn, error) {
+	p, err := c.acquire(ctx, n)
+	if err != nil {
+		c.db.signal(n, err)
+		return nil, nodeErr(n, "conn", err)
+	}
+	return p, nil
+}
+
 // take is the conn.Raw callback that keeps the driver connection.
 func (p *physConn) take(dc any) error {
 	p.dc = dc.(driver.Conn)

@@ -282,23 +282,56 @@ func TestSQLFacePooledSessionStateIsDiscarded(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// Passive signals inside a transaction: a connection error there asks for
-// a probe of the node, as on routed statements.
+// Passive signals in a transaction, a Conn and a prepared statement of the
+// DB: a connection error, or the primary refusing a write (25006), asks for
+// an immediate probe of the node, as on routed statements.
 func TestSQLFaceTransactionErrorsAreSignals(t *testing.T) {
 	ctx := context.Background()
-	pc := newPGCluster(t, 1)
-	pc.conns[0].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
-		if op == fakedriver.OpExec && q == "INSERT broken" {
-			return fakedriver.AdminShutdownError()
+	run := map[string]func(db *DB) error{
+		"a transaction": func(db *DB) error {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			defer tx.Rollback()
+			_, err = tx.ExecContext(ctx, "INSERT broken")
+			return err
+		},
+		"a Conn": func(db *DB) error {
+			c, err := db.Conn(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.ExecContext(ctx, "INSERT broken")
+			return err
+		},
+		"a prepared statement": func(db *DB) error {
+			st, err := db.PrepareContext(ctx, "INSERT broken")
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			_, err = st.ExecContext(ctx)
+			return err
+		},
+	}
+	fails := map[string]error{"57P01": fakedriver.AdminShutdownError(), "25006": fakedriver.ReadOnlyError()}
+	for code, fail := range fails {
+		for name, f := range run {
+			t.Run(name+", "+code, func(t *testing.T) {
+				pc := newPGCluster(t, 1)
+				pc.conns[0].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+					if op == fakedriver.OpExec && q == "INSERT broken" {
+						return fail
+					}
+					return nil
+				})
+				require.Error(t, f(pc.db))
+				assert.Len(t, pc.db.nodeList()[0].probeNow, 1, "the error asked for a probe of the primary")
+			})
 		}
-		return nil
-	})
-	tx, err := pc.db.BeginTx(ctx, nil)
-	require.NoError(t, err)
-	_, err = tx.ExecContext(ctx, "INSERT broken")
-	require.Error(t, err)
-	tx.Rollback()
-	assert.Len(t, pc.db.nodeList()[0].probeNow, 1, "the error asked for a probe")
+	}
 }
 
 // The face's pool and the nodes' pools never deadlock each other, whether

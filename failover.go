@@ -30,8 +30,24 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 	hs := &db.hs
 	roles := db.cfg.dialect.knowsRoles()
 
-	nodes := db.nodeList()
+	all := db.nodeList()
+	if roles && !hs.settled && slices.ContainsFunc(all, func(n *node) bool { return n.h.tried }) {
+		// The first probe round: the table stays as configured until
+		// every node has answered or failed, so that no decision rests
+		// on the nodes that happened to answer first.
+		if slices.ContainsFunc(all, func(n *node) bool { return !n.h.tried }) {
+			return nil
+		}
+		hs.settled = true
+	}
+	nodes := all
+	if roles {
+		events = append(events, db.clusterLocked(all, now)...)
+		nodes = slices.DeleteFunc(slices.Clone(all), hs.foreign)
+	}
 	var primary *node
+	var split string     // the fence's reason when two servers are primaries on the newest timeline
+	var splitBy [2]*node // those two servers
 	switch {
 	case roles && hs.source != nil && hs.source.Reachable:
 		primary = db.leaderLocked(nodes)
@@ -50,6 +66,24 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 				primary = n
 			}
 		}
+		if rival := rivalLocked(nodes, primary); rival == nil {
+			hs.rivals = rivalry{}
+		} else if hs.rivals.confirmed(primary, rival) {
+			// Two servers are primaries on the newest timeline: one history
+			// promoted twice, a split brain. Which one the cluster keeps is
+			// not the router's to guess (each application instance would
+			// guess by the order of its own configuration): neither takes
+			// writes until one of them is a replica again, or down.
+			split = fmt.Sprintf("two primaries on timeline %d: %s and %s", primary.h.timeline,
+				min(primary.name, rival.name), max(primary.name, rival.name))
+			splitBy = [2]*node{primary, rival}
+			primary = nil
+		} else {
+			// Until both answer again: one may be an alias of the other whose
+			// last answer came from before the server restarted.
+			primary.askProbe()
+			rival.askProbe()
+		}
 	case hs.source != nil:
 		if l := hs.leader; l != nil && l.h.up {
 			primary = l
@@ -60,14 +94,23 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 
 	for _, n := range db.nodeList() {
 		fenced := roles && n.h.probed && n.h.up && n.h.role == RolePrimary && n != primary
-		if fenced != n.h.fenced {
-			n.h.fenced, n.h.since = fenced, now
+		splitNow := n == splitBy[0] || n == splitBy[1]
+		// A node fenced already (the other one's rival, before the rivalry
+		// was confirmed) is fenced again for the reason it is fenced now.
+		if fenced != n.h.fenced || fenced && splitNow != n.h.split {
+			n.h.fenced, n.h.split, n.h.since = fenced, fenced && splitNow, now
 			n.fenced.Store(fenced)
-			kind := EventUnfenced
+			kind, detail := EventUnfenced, ""
 			if fenced {
 				kind = EventFenced
+				switch {
+				case n.h.foreign:
+					detail = hs.foreignDetail(n)
+				case splitNow:
+					detail = split
+				}
 			}
-			events = append(events, db.event(kind, n, now, "", nil))
+			events = append(events, db.event(kind, n, now, detail, nil))
 		}
 	}
 
@@ -114,10 +157,10 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 			staleTL = n.h.streamTL < hs.maxTimeline
 		}
 		lagged := db.lagLocked(n, now)
-		eligible := n.h.up && !n.h.fenced && n.h.role == RoleReplica && !staleTL && !lagged && !n.noLoadBalance
+		eligible := n.h.up && !n.h.fenced && n.h.role == RoleReplica && !staleTL && !lagged && !n.noLoadBalance && !n.h.foreign
 		if n.h.up && !n.h.fenced && n.h.role == RoleReplica {
 			switch {
-			case !eligible && n.h.eligible:
+			case !eligible && n.h.eligible && !n.h.foreign: // a node of another cluster has its own event
 				why := "lag"
 				if staleTL {
 					why = "timeline"
@@ -139,6 +182,45 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 		close(old.changed)
 	}
 	return events
+}
+
+// rivalLocked returns another server than primary, among nodes, that reports
+// being a primary on primary's timeline, or nil. Two DSNs of one server (an
+// address and an alias) are not rivals: their postmaster started at the
+// same moment.
+func rivalLocked(nodes []*node, primary *node) *node {
+	if primary == nil || !primary.h.probed {
+		return nil
+	}
+	for _, n := range nodes {
+		if n != primary && n.h.up && n.h.probed && n.h.role == RolePrimary &&
+			n.h.timeline == primary.h.timeline && n.h.started != primary.h.started {
+			return n
+		}
+	}
+	return nil
+}
+
+// rivalry is two servers seen as primaries on the newest timeline, and how
+// many successful probes each had then. It is confirmed once both have
+// answered again and still are: two DSNs of one server that restarted
+// differ until the second DSN's next probe, which reports the new start.
+type rivalry struct {
+	a, b     *node
+	aOK, bOK uint64
+}
+
+// confirmed says the rivalry of a and b held over a fresh probe of each, and
+// otherwise starts watching it.
+func (r *rivalry) confirmed(a, b *node) bool {
+	if r.a == b && r.b == a {
+		a, b = b, a
+	}
+	if r.a != a || r.b != b {
+		*r = rivalry{a: a, b: b, aOK: a.h.oks, bOK: b.h.oks}
+		return false
+	}
+	return a.h.oks > r.aOK && b.h.oks > r.bOK
 }
 
 // waitingProbe is how often every node is probed while writes wait for a
@@ -208,6 +290,68 @@ func (db *DB) leaderLocked(nodes []*node) *node {
 	return l
 }
 
+// clusterLocked decides which cluster the DB's nodes belong to, by their
+// system identifiers (initdb draws one, every replica copies it): the one
+// most nodes report, the earliest node's among equals (for Open and New the
+// node configured as primary). A node of another cluster (a DSN that points
+// at the wrong server, a node rebuilt from another cluster's backup) serves
+// nothing: its WAL positions and timelines are of another history, and
+// counting its timeline could fence the real primary. (rebuildLocked
+// waits for the first probe round to end before it decides anything, so
+// that the first nodes to answer do not outvote those still to.) It
+// returns an event for each node found foreign, or a member again.
+func (db *DB) clusterLocked(nodes []*node, now time.Time) []Event {
+	hs := &db.hs
+	count := map[uint64]int{}
+	for _, n := range nodes {
+		if n.h.sysid != 0 {
+			count[n.h.sysid]++
+		}
+	}
+	var cluster uint64
+	for _, n := range nodes { // in order: the earliest wins among equals
+		if id := n.h.sysid; id != 0 && (cluster == 0 || count[id] > count[cluster]) {
+			cluster = id
+		}
+	}
+	hs.cluster = cluster
+	var events []Event
+	for _, n := range nodes {
+		foreign := hs.foreign(n)
+		if foreign == n.h.foreign {
+			continue
+		}
+		n.h.foreign = foreign
+		if foreign && slices.Contains(hs.maxTLBy, n) {
+			// Taken for a member before the others answered: its
+			// timeline, of another history, fences nothing.
+			hs.maxTLBy = slices.DeleteFunc(hs.maxTLBy, func(m *node) bool { return m == n })
+			if len(hs.maxTLBy) == 0 {
+				hs.maxTimeline = 0
+			}
+		}
+		if n.h.role == RolePrimary {
+			continue // fenced, or no longer, below
+		}
+		if foreign {
+			events = append(events, db.event(EventReplicaExcluded, n, now, hs.foreignDetail(n), nil))
+		} else {
+			events = append(events, db.event(EventReplicaIncluded, n, now, "", nil))
+		}
+	}
+	return events
+}
+
+// foreignDetail says why n, of another cluster, serves nothing.
+func (hs *healthState) foreignDetail(n *node) string {
+	return fmt.Sprintf("another cluster: system identifier %d, the cluster's %d", n.h.sysid, hs.cluster)
+}
+
+// foreign reports whether n is of another cluster than the DB's.
+func (hs *healthState) foreign(n *node) bool {
+	return n.h.sysid != 0 && hs.cluster != 0 && n.h.sysid != hs.cluster
+}
+
 // trackTimelinesLocked keeps the highest timeline seen on any node, which
 // fences a primary on a lower one. The mark comes down only when every node
 // that was seen on it has since become a replica on an older timeline: an
@@ -268,8 +412,8 @@ func (db *DB) promotionDueLocked(now time.Time) bool {
 	}
 	voters, candidates := 0, 0
 	for _, n := range db.nodeList() {
-		if !n.h.probed || !n.h.up || n.h.role != RoleReplica {
-			continue
+		if !n.h.probed || !n.h.up || n.h.role != RoleReplica || n.h.foreign {
+			continue // a node of another cluster neither votes nor vetoes
 		}
 		if n.h.receiver == "streaming" || n.h.receiver == "hidden" {
 			return false // it streams from a primary we cannot reach, or we cannot tell
@@ -290,9 +434,9 @@ func (db *DB) promotionDueLocked(now time.Time) bool {
 
 // promotionProbe is what promote asks every node right before it promotes:
 // role, replayed and received WAL positions, timeline, WAL receiver state,
-// and two facts of the server itself to break ties with, the same for
-// whoever asks: when its postmaster started (microseconds since the epoch)
-// and its port.
+// two facts of the server itself to break ties with, the same for whoever
+// asks: when its postmaster started (microseconds since the epoch) and its
+// port; and its cluster's system identifier.
 const promotionProbe = `SELECT r,
 	(CASE WHEN r THEN COALESCE(pg_last_wal_replay_lsn(), '0/0') ELSE pg_current_wal_lsn() END - '0/0')::text,
 	(CASE WHEN r THEN COALESCE(pg_last_wal_receive_lsn(), '0/0') ELSE pg_current_wal_lsn() END - '0/0')::text,
@@ -300,7 +444,8 @@ const promotionProbe = `SELECT r,
 		ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
 	CASE WHEN r THEN COALESCE((SELECT COALESCE(status, 'hidden') FROM pg_stat_wal_receiver), 'none') ELSE '' END,
 	(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint,
-	COALESCE(inet_server_port(), 0)
+	COALESCE(inet_server_port(), 0),
+	(pg_control_system()).system_identifier::text
 FROM pg_is_in_recovery() AS r`
 
 // promotionFact is one node's answer to promotionProbe.
@@ -312,6 +457,7 @@ type promotionFact struct {
 	timeline        uint32
 	receiver        string
 	started, port   int64
+	sysid           uint64
 }
 
 // askPromotionFacts asks every node promotionProbe, in parallel, each within
@@ -324,14 +470,17 @@ func (db *DB) askPromotionFacts() []promotionFact {
 			ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
 			defer cancel()
 			f := promotionFact{n: n}
-			var replay, receive string
-			f.err = n.probes.QueryRowContext(ctx, promotionProbe, n.simple...).Scan(&f.inRecovery, &replay, &receive,
-				&f.timeline, &f.receiver, &f.started, &f.port)
+			var replay, receive, sysid string
+			f.err = n.probeQueryRow(ctx, promotionProbe, &f.inRecovery, &replay, &receive,
+				&f.timeline, &f.receiver, &f.started, &f.port, &sysid)
 			if f.err == nil {
 				f.replay, f.err = strconv.ParseUint(replay, 10, 64)
 			}
 			if f.err == nil {
 				f.receive, f.err = strconv.ParseUint(receive, 10, 64)
+			}
+			if f.err == nil {
+				f.sysid, f.err = parseSystemID(sysid)
 			}
 			facts[i] = f
 		})
@@ -347,12 +496,13 @@ func (db *DB) askPromotionFacts() []promotionFact {
 // newest timeline the highest replayed position wins, then the highest
 // received one, then the server that started first, then the lower port:
 // every application instance that sees the same servers picks the same
-// replica, whatever the order of its configuration.
-func choosePromotion(facts []promotionFact, maxTL uint32) (*node, error) {
+// replica, whatever the order of its configuration. A node of another
+// cluster than cluster (0: unknown) counts for nothing.
+func choosePromotion(facts []promotionFact, maxTL uint32, cluster uint64) (*node, error) {
 	var cands []promotionFact
 	for _, f := range facts {
 		switch {
-		case f.err != nil:
+		case f.err != nil, cluster != 0 && f.sysid != cluster:
 			continue
 		case !f.inRecovery && f.timeline >= maxTL:
 			return nil, fmt.Errorf("%s reports being a primary on timeline %d", f.n.name, f.timeline)
@@ -382,9 +532,9 @@ func choosePromotion(facts []promotionFact, maxTL uint32) (*node, error) {
 // full wait without a primary must pass before the next attempt.
 func (db *DB) promote() {
 	db.mu.Lock()
-	maxTL := db.hs.maxTimeline
+	maxTL, cluster := db.hs.maxTimeline, db.hs.cluster
 	db.mu.Unlock()
-	n, err := choosePromotion(db.askPromotionFacts(), maxTL)
+	n, err := choosePromotion(db.askPromotionFacts(), maxTL, cluster)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(db.ctx, 30*time.Second)
 		var ok bool

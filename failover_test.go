@@ -252,6 +252,25 @@ func TestAutoPromoteNeverPicksAStaleReplica(t *testing.T) {
 	assert.Zero(t, pc.pg[2].promotes.Load(), "a replica on an older timeline is never promoted, however far it replayed")
 }
 
+// A replica of another cluster is never promoted, however far it
+// replayed, and neither votes nor vetoes.
+func TestAutoPromoteNeverPicksANodeOfAnotherCluster(t *testing.T) {
+	pc := newPGClusterSetup(t, 3, func(pg []*fakePG) { pg[3].sysid.Store(fakeSysid + 1) }, WithAutoPromote(time.Second))
+	pc.pg[1].lsn.Store(900)
+	pc.pg[2].lsn.Store(800)
+	pc.pg[3].lsn.Store(9000) // another history: its positions mean nothing here
+	pc.pg[0].fail.Store(true)
+	pc.pg[1].streaming.Store(false)
+	pc.pg[2].streaming.Store(false)
+	// replica3 streams from its own primary: that is no sign of ours.
+	for range 5 {
+		pc.clock.advance(time.Second)
+		pc.probe()
+	}
+	testwait.Until(t, 10*time.Second, "a promotion", func() bool { return pc.pg[1].promotes.Load() == 1 })
+	assert.Zero(t, pc.pg[3].promotes.Load(), "a replica of another cluster promoted")
+}
+
 func TestAutoPromoteNeedsAVoteFromAReplicaThatStreamed(t *testing.T) {
 	// An archive-fed replica never streams: its "not streaming" proves
 	// nothing about the primary.
@@ -289,6 +308,83 @@ func TestAutoPromoteOnceEvenIfThePromotedNodeVanishes(t *testing.T) {
 	pc.probe()
 	assert.Equal(t, int32(1), pc.pg[1].promotes.Load())
 	assert.Zero(t, pc.pg[2].promotes.Load(), "replica1 was promoted and may well be serving: no second primary")
+}
+
+// eventsOf returns the events of kind delivered so far.
+func (pc *pgCluster) eventsOf(kind EventKind) []Event {
+	pc.db.events.flush()
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	var es []Event
+	for _, e := range pc.events {
+		if e.Kind == kind {
+			es = append(es, e)
+		}
+	}
+	return es
+}
+
+// A node of another cluster (its system identifier is not the one most
+// nodes share) serves nothing, and its timeline does not count: a DSN that
+// points at the wrong server must never be read from, written to, or fence
+// the real primary. (Before, such a replica served its share of the reads,
+// and such a primary on a higher timeline fenced the real one.)
+func TestANodeOfAnotherClusterServesNothing(t *testing.T) {
+	ctx := context.Background()
+	const other = fakeSysid + 1
+	t.Run("a replica", func(t *testing.T) {
+		pc := newPGClusterSetup(t, 2, func(pg []*fakePG) { pg[2].sysid.Store(other) })
+		for range 10 {
+			assert.Equal(t, "replica1", served(t, pc.db, ctx, "SELECT 1"))
+		}
+		r2, _ := pc.db.Status().Node("replica2")
+		assert.Equal(t, StateUp, r2.State)
+		assert.False(t, r2.Readable)
+		excluded := pc.eventsOf(EventReplicaExcluded)
+		require.Len(t, excluded, 1)
+		assert.Equal(t, "replica2", excluded[0].Node)
+		assert.Contains(t, excluded[0].Detail, "another cluster")
+
+		pc.pg[2].sysid.Store(fakeSysid) // re-pointed at the right server
+		pc.probe()
+		assert.Equal(t, map[string]int{"replica1": 5, "replica2": 5}, tally(10, func() string { return served(t, pc.db, ctx, "SELECT 1") }))
+		assert.Len(t, pc.eventsOf(EventReplicaIncluded), 1)
+	})
+	t.Run("a primary on a higher timeline", func(t *testing.T) {
+		pc := newPGClusterSetup(t, 2, func(pg []*fakePG) {
+			pg[2].sysid.Store(other)
+			pg[2].inRecovery.Store(false)
+			pg[2].timeline.Store(5)
+		})
+		pc.probe()
+		assert.Equal(t, "primary", pc.db.Status().Primary)
+		assert.Equal(t, "primary", served(t, pc.db, ctx, "INSERT INTO t VALUES (1) RETURNING 1"))
+		r2, _ := pc.db.Status().Node("replica2")
+		assert.Equal(t, StateFenced, r2.State)
+		fenced := pc.eventsOf(EventFenced)
+		require.Len(t, fenced, 1)
+		assert.Equal(t, "replica2", fenced[0].Node)
+		assert.Contains(t, fenced[0].Detail, "another cluster")
+		for range 4 {
+			assert.Equal(t, "replica1", served(t, pc.db, ctx, "SELECT 1"))
+		}
+	})
+	t.Run("the configured primary", func(t *testing.T) {
+		pc := newPGClusterSetup(t, 2, func(pg []*fakePG) { pg[0].sysid.Store(other) })
+		assert.Empty(t, pc.db.Status().Primary, "the replicas' cluster has no primary here")
+		_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+		require.ErrorIs(t, err, ErrNoPrimary)
+		p, _ := pc.db.Status().Node("primary")
+		assert.Equal(t, StateFenced, p.State)
+		assert.Equal(t, map[string]int{"replica1": 2, "replica2": 2}, tally(4, func() string { return served(t, pc.db, ctx, "SELECT 1") }))
+	})
+	t.Run("a tie goes to the configured primary's cluster", func(t *testing.T) {
+		pc := newPGClusterSetup(t, 1, func(pg []*fakePG) { pg[1].sysid.Store(other) })
+		assert.Equal(t, "primary", pc.db.Status().Primary)
+		r1, _ := pc.db.Status().Node("replica1")
+		assert.False(t, r1.Readable)
+		assert.Equal(t, "primary", served(t, pc.db, ctx, "SELECT 1"), "no replica of its own: the fallback")
+	})
 }
 
 // The old primary P crashed; replica1 was promoted to timeline 2 but the
@@ -473,7 +569,7 @@ func TestChoosePromotion(t *testing.T) {
 		{"unreachable nodes do not count", []promotionFact{{n: n3, err: errors.New("down")}, rep(n1, 10, 10, 1, 1)}, n1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := choosePromotion(tc.facts, 1)
+			got, err := choosePromotion(tc.facts, 1, 0)
 			if tc.want == nil {
 				assert.Error(t, err)
 				assert.Nil(t, got)
@@ -483,9 +579,100 @@ func TestChoosePromotion(t *testing.T) {
 			assert.Equal(t, tc.want.name, got.name)
 			reversed := slices.Clone(tc.facts)
 			slices.Reverse(reversed)
-			again, err := choosePromotion(reversed, 1)
+			again, err := choosePromotion(reversed, 1, 0)
 			require.NoError(t, err)
 			assert.Equal(t, tc.want.name, again.name, "the order of the facts changed the choice")
 		})
 	}
+}
+
+// TestTwoPrimariesOnTheNewestTimelineTakeNoWrites: the primary is lost and
+// both replicas are promoted (two promoters, or one that could not see the
+// other's promotion): two servers are primaries on timeline 2, with
+// histories that part there. Neither takes writes, through this DB or one
+// listing the replicas in the other order, until one of them is a replica
+// again; then it is the primary. (Before, each DB wrote to the one it
+// listed first: two application instances split the writes.) Two DSNs of
+// one server are not two primaries.
+func TestTwoPrimariesOnTheNewestTimelineTakeNoWrites(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2)
+	other, err := New(pc.dbs[0], []*sql.DB{pc.dbs[2], pc.dbs[1]}, WithNames("primary", "replica2", "replica1"),
+		withClock(pc.clock), withoutBackground(), WithPrimaryWait(0))
+	require.NoError(t, err)
+	defer other.Close()
+	pc.pg[0].fail.Store(true)
+	for _, p := range pc.pg[1:] {
+		p.inRecovery.Store(false)
+		p.timeline.Store(2)
+	}
+	for range 2 {
+		pc.probe()
+		other.probeAll()
+	}
+	for _, db := range []*DB{pc.db, other} {
+		assert.Empty(t, db.Status().Primary)
+		for _, name := range []string{"replica1", "replica2"} {
+			assert.Equal(t, StateFenced, nodeStatus(t, db, name).State, name)
+		}
+		_, err := db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+		assert.ErrorIs(t, err, ErrNoPrimary)
+	}
+	pc.db.events.flush()
+	pc.mu.Lock()
+	last := map[string]string{} // the last fence of each node says why
+	for _, e := range pc.events {
+		if e.Kind == EventFenced {
+			last[e.Node] = e.Detail
+		}
+	}
+	pc.mu.Unlock()
+	for _, name := range []string{"replica1", "replica2"} {
+		assert.Equal(t, "two primaries on timeline 2: replica1 and replica2", last[name], name)
+	}
+
+	// replica2 is made a replica of replica1 again (pg_rewind): replica1 is
+	// the primary of both DBs.
+	pc.pg[2].inRecovery.Store(true)
+	pc.probe()
+	other.probeAll()
+	for _, db := range []*DB{pc.db, other} {
+		assert.Equal(t, "replica1", db.Status().Primary)
+		assert.Equal(t, "replica1", served(t, db, ctx, "INSERT INTO t VALUES (1) RETURNING 1"))
+	}
+
+	// One server behind two DSNs: its postmaster started once.
+	alias := newPGCluster(t, 1)
+	alias.pg[1].inRecovery.Store(false)
+	alias.pg[1].started.Store(alias.pg[0].started.Load())
+	alias.probe()
+	assert.Equal(t, "primary", alias.db.Status().Primary)
+}
+
+// TestAnAliasOfARestartedPrimaryIsNoRival: two DSNs of one server, which
+// restarts. The first DSN's probe reports the new start before the second's
+// does (its probe failed once as the server went down): the two look like
+// two servers until the second answers again, and the primary is not fenced
+// meanwhile.
+func TestAnAliasOfARestartedPrimaryIsNoRival(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	alias := pc.pg[1]
+	alias.inRecovery.Store(false)
+	alias.started.Store(pc.pg[0].started.Load())
+	pc.probe()
+	require.Equal(t, "primary", pc.db.Status().Primary)
+
+	alias.fail.Store(true)
+	pc.pg[0].started.Add(60_000_000) // restarted a minute later
+	pc.probe()
+	assert.Equal(t, "primary", pc.db.Status().Primary, "fenced as a rival of its own alias")
+	_, err := pc.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	assert.NoError(t, err)
+
+	alias.fail.Store(false)
+	alias.started.Store(pc.pg[0].started.Load())
+	pc.probe()
+	assert.Equal(t, "primary", pc.db.Status().Primary)
+	assert.Zero(t, pc.db.Status().EventCounts[EventNoPrimary])
 }

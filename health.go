@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,9 @@ type healthState struct {
 	leader   *node            // the node the source names leader; nil when none
 	draining []*node          // members that left, until they are closed
 	maxTLBy  []*node          // the nodes seen on maxTimeline, for lifting a fence
+	cluster  uint64           // the system identifier of the DB's cluster (see clusterLocked); 0 unknown
+	settled  bool             // the first probe round has ended (see rebuildLocked)
+	rivals   rivalry          // two servers seen as primaries on the newest timeline, until both are probed again
 
 	recent      [recentEvents]Event // the last events, a ring; see queueLocked
 	recentN     int                 // events queued so far
@@ -172,19 +176,21 @@ func (db *DB) probeAndApply(n *node) {
 
 // noteMissingGrant says, once, that the probing role may not see n's WAL
 // receiver (it lacks pg_read_all_stats): then a replica's timeline is known
-// only from its restartpoints, a replica re-pointed after a failover serves
-// no reads until its next one (up to checkpoint_timeout), and the router
-// never promotes.
+// only from its restartpoints, so on a cluster that failed over before (its
+// replicas' last restartpoints can be on the older timeline) and after a
+// failover the replicas serve no reads until their next one (up to
+// checkpoint_timeout), and the router never promotes.
 func (db *DB) noteMissingGrant(n *node) {
 	ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
 	defer cancel()
 	role := "the probing role"
 	var name string
-	if err := n.probes.QueryRowContext(ctx, "SELECT quote_ident(current_user)", n.simple...).Scan(&name); err == nil {
+	if err := n.probeQueryRow(ctx, "SELECT quote_ident(current_user)", &name); err == nil {
 		role = name
 	}
 	detail := "GRANT pg_monitor TO " + role + ": without it (or pg_read_all_stats) a replica's timeline is seen only at its " +
-		"restartpoints, a replica re-pointed after a failover serves no reads until its next one (up to checkpoint_timeout), " +
+		"restartpoints, so on a cluster that failed over before, and after a failover, a replica whose last restartpoint is on " +
+		"an older timeline than the primary's serves no reads until its next one (up to checkpoint_timeout), " +
 		"and WithAutoPromote never promotes"
 	db.mu.Lock()
 	if db.ctx.Err() == nil {
@@ -209,12 +215,18 @@ const (
 // shutdown, 57P0x). PgBouncer answers 08P01 "server login has been failing"
 // (and "pgbouncer cannot connect to server") while the node behind it is
 // down: that is a down signal at once, whatever WithFailureThreshold says.
+// A probe that could not connect (log in) learned nothing of the node,
+// whatever the server answered (a role or database it lacks, too many
+// clients, a pooler's login that waited for a server): one failure more.
 func verdict(err error) probeVerdict {
+	var ce *connectError
 	switch {
 	case err == nil:
 		return probeOK
 	case poolerLostServer(err):
 		return probeDownNow
+	case errors.As(err, &ce):
+		return probeFailed
 	case poolerQueueFull(err):
 		return probeAlive // waited for the pooler's pool, not for the server
 	case isConnError(err) || sqlState(err) == "", loginRefused(err):
@@ -273,23 +285,60 @@ func (db *DB) primaryIsSlow(gen uint64) {
 
 // probe probes n through its probe pool (see probePool): never through the
 // application's pool, so an application that exhausted it cannot starve the
-// probes and get a healthy node marked down. A probe that fails says
-// whether it failed connecting or waiting for the server's answer (which a
-// pooler in front, its pool full, may be holding in its queue).
+// probes and get a healthy node marked down. (A pooler in front is another
+// pool, shared with the application unless WithProbeDSN gives the probes
+// a user of their own there.) A probe that fails says whether it failed
+// connecting or waiting for the server's answer (which a pooler in front,
+// its pool full, may be holding in its queue).
 func (db *DB) probe(ctx context.Context, n *node) probeResult {
 	n.probeMu.Lock()
 	defer n.probeMu.Unlock()
-	conn, err := n.probes.Conn(ctx)
-	if err != nil {
-		return probeResult{err: fmt.Errorf("connecting: %w", err)}
-	}
-	defer conn.Close()
-	r := db.cfg.dialect.probe(ctx, conn, n.simple)
-	if r.err != nil {
-		r.err = fmt.Errorf("waiting for the answer: %w", r.err)
+	r, kept := db.probeOnceLocked(ctx, n)
+	if kept && diedIdle(r.err) && ctx.Err() == nil {
+		// The connection kept since the last probe died as it idled
+		// (the server's idle_session_timeout, a DBA's pg_terminate_backend,
+		// a pooler's or a firewall's idle cut). That says nothing of the
+		// server now: ask again, on a new connection.
+		r, _ = db.probeOnceLocked(ctx, n)
 	}
 	return r
 }
+
+// probeOnceLocked runs one probe of n; kept says it ran on the connection
+// kept since the last probe rather than a new one. n.probeMu is held.
+func (db *DB) probeOnceLocked(ctx context.Context, n *node) (r probeResult, kept bool) {
+	kept = n.keptProbeConnLocked()
+	conn, err := n.probeConnLocked(ctx)
+	if err != nil {
+		return probeResult{err: &connectError{err}}, kept
+	}
+	r = db.cfg.dialect.probe(ctx, conn, n.simple)
+	n.releaseProbeConnLocked(r.err)
+	if r.err != nil {
+		r.err = fmt.Errorf("waiting for the answer: %w", r.err)
+	}
+	return r, kept
+}
+
+// diedIdle says a probe's error on a kept connection is that connection's
+// end, not an answer about the server: a connection-class error other than
+// a timeout (a hung server would hang the retry too) or a pooler's word
+// about its server (down) or its pool (full: the retry would queue again).
+func diedIdle(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || poolerLostServer(err) || poolerQueueFull(err) {
+		return false
+	}
+	return isConnError(err)
+}
+
+// connectError is a probe's failure to connect to its node (or to the
+// pooler in front of it): "connecting: " and the driver's error, which it
+// unwraps to.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return "connecting: " + e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
 
 // probeDelay is how long n's loop waits before its next probe.
 func (db *DB) probeDelay(n *node) time.Duration {
@@ -314,7 +363,8 @@ func (db *DB) probeDelay(n *node) time.Duration {
 // the connection or the server failed (or, on the primary, a write refused
 // as read-only: it was demoted; or a deadline that ran out) asks for an
 // immediate probe of that node. Probes are coalesced, and one error never
-// marks a node down by itself.
+// marks a node down by itself, but a pooler's saying that the server behind
+// it cannot be reached, which marks it down at once, as from a probe.
 func (db *DB) signal(n *node, err error) {
 	if err == nil {
 		return
@@ -322,10 +372,15 @@ func (db *DB) signal(n *node, err error) {
 	if statementClash(err) && db.clashNoted.CompareAndSwap(false, true) {
 		db.noteClash(n, err)
 	}
+	if poolerLostServer(err) {
+		db.downNow(n, err)
+		n.askProbe()
+		return
+	}
 	primary := n == db.table.Load().primary
 	// A deadline that ran out on the primary may be a hung primary: worth a
 	// probe (which, if the primary hangs, turns on fast probing of all).
-	if isConnError(err) || primary && (isReadOnlyError(err) || errors.Is(err, context.DeadlineExceeded)) {
+	if isConnError(err) || loginRefused(err) || primary && (isReadOnlyError(err) || errors.Is(err, context.DeadlineExceeded)) {
 		n.askProbe()
 	}
 }
@@ -347,19 +402,39 @@ func (db *DB) probeAllWithin(gap time.Duration) {
 	}
 }
 
-// apply records a probe result of n, rebuilds the routing table, and emits
-// the events, after unlocking.
+// apply records a probe result of n, rebuilds the routing table, emits the
+// events, after unlocking, and promotes a replica if that is due.
 func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
+	if db.record(n, r, latency) {
+		db.promote()
+	}
+}
+
+// downNow marks n down on a pooler's answer to real traffic that the server
+// behind it cannot be reached (see poolerLostServer), as a probe meeting it
+// would, without waiting for one: the probe may be waiting in that pooler's
+// queue. A promotion this makes due is left to the next probe.
+func (db *DB) downNow(n *node, err error) {
+	db.record(n, probeResult{err: err}, -1)
+}
+
+// record records a probe result of n (its latency unless negative),
+// rebuilds the routing table, and emits the events, after unlocking. It
+// reports whether a promotion is due.
+func (db *DB) record(n *node, r probeResult, latency time.Duration) (promote bool) {
 	db.mu.Lock()
 	if db.ctx.Err() != nil {
 		db.mu.Unlock() // closed: write no state after Close
-		return
+		return false
 	}
 	now := db.cfg.clock.now()
 	var events []Event
 	h := &n.h
+	h.tried = true
 	before := h.state()
-	h.latency = latency
+	if latency >= 0 {
+		h.latency = latency
+	}
 	v := verdict(r.err)
 	if v == probeAlive && !h.known {
 		v = probeFailed // alive, but what it is was never learned
@@ -396,13 +471,14 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 				events = append(events, db.event(EventRoleChanged, n, now, h.role.String()+" -> "+role.String(), nil))
 				h.role, h.since = role, now
 			}
-			h.lsn, h.receiver = r.lsn, r.receiver
+			h.lsn, h.receiver, h.sysid, h.started = r.lsn, r.receiver, r.sysid, r.started
+			h.oks++
 			h.applyTimeline(role, r)
 			if r.receiver == "streaming" {
 				h.streamed = true
 			}
 			n.replayed.Store(r.lsn)
-			if role == RolePrimary {
+			if role == RolePrimary && !db.hs.foreign(n) {
 				db.samplePrimaryLocked(n, now)
 				if n == db.hs.primary || db.hs.primary == nil {
 					db.sawPrimaryAt(r.lsn)
@@ -429,26 +505,26 @@ func (db *DB) apply(n *node, r probeResult, latency time.Duration) {
 	fast := db.hs.primary == nil || db.hs.primary.h.fails > 0 || db.hs.slowPrimary || db.hs.stuckPrimary
 	wake := fast && !db.hs.fast
 	db.hs.fast = fast
-	promote := db.promotionDueLocked(now)
+	promote = db.promotionDueLocked(now)
 	db.queueLocked(events...)
 	db.mu.Unlock()
 
 	if wake {
 		db.probeAllNow()
 	}
-	if promote {
-		db.promote()
-	}
+	return promote
 }
 
-// statementClash reports whether err is what pgx's statement cache meets
-// behind a transaction pooler: its named prepared statements ("stmtcache_…")
-// created on one server connection and looked for on another (26000), or
-// created twice on one (42P05).
+// statementClash reports whether err is what pgx's named prepared
+// statements meet behind a transaction pooler: those of its statement cache
+// ("stmtcache_…") or of Prepare ("stmt_…", which Prepare and PrepareRouted
+// make), created on one server connection and looked for on another
+// (26000), or created twice on one (42P05).
 func statementClash(err error) bool {
 	switch sqlState(err) {
 	case "42P05", "26000":
-		return strings.Contains(err.Error(), "stmtcache_")
+		msg := err.Error()
+		return strings.Contains(msg, `prepared statement "stmtcache_`) || strings.Contains(msg, `prepared statement "stmt_`)
 	}
 	return false
 }

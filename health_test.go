@@ -3,7 +3,12 @@ package dbrouter
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -285,4 +290,80 @@ func TestStuckWritesMakeTheRouterProbeFast(t *testing.T) {
 	pgs[1].inRecovery.Store(false) // promoted while the primary hangs
 	pgs[1].timeline.Store(2)
 	testwait.Until(t, 10*time.Second, "the promotion seen", func() bool { return db.Status().Primary == "replica1" })
+}
+
+// TestAProbeWhoseKeptConnectionDiedAsksAgain: the connection the probes
+// keep from one probe to the next dies as it idles (the server's
+// idle_session_timeout, 57P05; a DBA's pg_terminate_backend of idle
+// sessions, 57P01; a pooler's or a firewall's idle cut). The probe asks
+// again on a new connection, so not even WithFailureThreshold(1) marks the
+// node down, and it learns what the server says now. (Before, each such
+// probe failed, and a 57P05 was taken for the server's answer: the node's
+// state stayed as the last probe had seen it, whatever happened since.)
+func TestAProbeWhoseKeptConnectionDiedAsksAgain(t *testing.T) {
+	for _, code := range []string{"57P05", "57P01"} {
+		t.Run(code, func(t *testing.T) {
+			pc := newPGCluster(t, 2, WithFailureThreshold(1))
+			replica := pc.pg[1]
+			var asked atomic.Int32
+			pc.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, query string) error {
+				if op == fakedriver.OpQuery && query == postgresProbe && asked.Add(1)%2 == 1 {
+					return &fakedriver.Error{Code: code, Message: "terminating connection"}
+				}
+				return nil
+			})
+			for i := range 5 {
+				replica.lsn.Store(uint64(1000 + i))
+				pc.probe()
+				s := nodeStatus(t, pc.db, "replica1")
+				require.Equal(t, StateUp, s.State, "probe %d: %v", i, s.LastError)
+				require.Equal(t, uint64(1000+i), s.LSN, "probe %d learns the position now", i)
+			}
+			assert.Equal(t, int32(10), asked.Load(), "each probe asked twice: on the kept connection, then on a new one")
+			assert.NotContains(t, pc.eventKinds(), EventNodeDown)
+
+			// A new connection that fails as well is a failed probe.
+			replica.fail.Store(true)
+			pc.probe()
+			assert.Equal(t, StateDown, nodeStatus(t, pc.db, "replica1").State)
+		})
+	}
+}
+
+// The probes' pool is made from the connector the node's *sql.DB keeps in
+// an unexported field: if a Go release moves it, this fails (the probes
+// would silently share the application's pool again).
+func TestProbesHaveAPoolOfTheirOwn(t *testing.T) {
+	c := fakedriver.New("n")
+	h := sql.OpenDB(c)
+	defer h.Close()
+	got := connectorOf(h)
+	require.NotNil(t, got, "database/sql no longer keeps its connector where connectorOf looks")
+	assert.Same(t, c, got.(*fakedriver.Connector))
+	p := probePool(h)
+	defer p.Close()
+	assert.NotSame(t, h, p, "the probes share the application's pool")
+}
+
+// Which errors of a kept probe connection make the probe ask again on a new
+// one: those that end the connection, not a hung server's timeout nor a
+// pooler's word about its server or its pool.
+func TestDiedIdle(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"idle_session_timeout", &fakedriver.Error{Code: "57P05"}, true},
+		{"pg_terminate_backend", fakedriver.AdminShutdownError(), true},
+		{"EOF", fmt.Errorf("waiting for the answer: %w", io.EOF), true},
+		{"bad connection", driver.ErrBadConn, true},
+		{"a timeout", &net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}, false},
+		{"the probe's deadline", context.DeadlineExceeded, false},
+		{"PgBouncer: its pool is full", &fakedriver.Error{Code: "08P01", Message: "query_wait_timeout"}, false},
+		{"PgBouncer: the server behind is down", &fakedriver.Error{Code: "08P01", Message: "server login has been failing, try again later (server_login_retry)"}, false},
+		{"an answer about the probe", &fakedriver.Error{Code: "42501"}, false},
+	} {
+		assert.Equal(t, c.want, diedIdle(c.err), c.name)
+	}
 }

@@ -47,19 +47,8 @@ type fakeNodes struct {
 
 func newFakeNodes(t testing.TB, replicas int) *fakeNodes {
 	t.Helper()
-	f := &fakeNodes{}
-	for i := 0; i <= replicas; i++ {
-		name := "primary"
-		if i > 0 {
-			name = "replica" + strconv.Itoa(i)
-		}
-		c := fakedriver.New(name)
-		h := sql.OpenDB(c)
-		t.Cleanup(func() { h.Close() })
-		f.conns = append(f.conns, c)
-		f.dbs = append(f.dbs, h)
-	}
-	return f
+	conns, dbs := fakedriver.Nodes(t, replicas)
+	return &fakeNodes{conns: conns, dbs: dbs}
 }
 
 // router returns a DB over f with ping-only probes (the fake driver has no
@@ -131,10 +120,21 @@ type fakePG struct {
 	promotes   atomic.Int32
 	started    atomic.Int64 // when its postmaster started, for promotionProbe
 	port       atomic.Int64
+	sysid      atomic.Uint64 // its cluster's system identifier
 }
+
+// fakeSysid is the system identifier of every fake PostgreSQL node's
+// cluster, unless a test makes one of another cluster.
+const fakeSysid = 7311111111111111111
+
+// fakeStarts makes every fake PostgreSQL node's postmaster start at its
+// own moment, as real servers do.
+var fakeStarts atomic.Int64
 
 func newFakePG(c *fakedriver.Connector, replica bool, timeline uint32) *fakePG {
 	p := &fakePG{c: c}
+	p.sysid.Store(fakeSysid)
+	p.started.Store(1_700_000_000_000_000 + fakeStarts.Add(1))
 	p.inRecovery.Store(replica)
 	p.streaming.Store(replica)
 	p.timeline.Store(timeline)
@@ -148,8 +148,9 @@ func (p *fakePG) respond(query string, _ []driver.NamedValue) ([]string, [][]dri
 		if p.fail.Load() {
 			return nil, nil, driver.ErrBadConn
 		}
-		return []string{"r", "lsn", "tl", "restart_tl", "receiver"}, [][]driver.Value{{
+		return []string{"r", "lsn", "tl", "restart_tl", "receiver", "sysid", "started"}, [][]driver.Value{{
 			p.inRecovery.Load(), strconv.FormatUint(p.lsn.Load(), 10), p.receivedTL(), p.restartTimeline(), p.receiver(),
+			strconv.FormatUint(p.sysid.Load(), 10), p.started.Load(),
 		}}, nil
 	case query == promotionProbe:
 		if p.fail.Load() {
@@ -160,8 +161,9 @@ func (p *fakePG) respond(query string, _ []driver.NamedValue) ([]string, [][]dri
 		if receiver == "" && p.inRecovery.Load() {
 			receiver = "none"
 		}
-		return []string{"r", "replay", "receive", "tl", "receiver", "started", "port"}, [][]driver.Value{{
+		return []string{"r", "replay", "receive", "tl", "receiver", "started", "port", "sysid"}, [][]driver.Value{{
 			p.inRecovery.Load(), lsn, lsn, int64(p.timeline.Load()), receiver, p.started.Load(), p.port.Load(),
+			strconv.FormatUint(p.sysid.Load(), 10),
 		}}, nil
 	case strings.Contains(query, "pg_current_wal_insert_lsn") && p.lsnFail.Load():
 		return nil, nil, &fakedriver.Error{Code: "57014", Message: "canceling statement due to statement timeout"}

@@ -1,6 +1,9 @@
 package dbrouter
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Reason says why a statement went to the node that ran it.
 type Reason uint8
@@ -51,6 +54,9 @@ type Statement struct {
 	Start    time.Time     // when it was routed
 	Duration time.Duration // until it ended, or, for a query, until its rows were returned
 	Err      error         // its error, if any
+	// Context is the context the statement ran with: the caller's trace
+	// span and request values (examples/otel parents its spans on it).
+	Context context.Context
 }
 
 // WithStatementHook calls h after every routed statement, of the DB and of
@@ -68,10 +74,27 @@ func WithStatementHook(h func(Statement)) Option {
 	}
 }
 
-// observe passes a statement to the statement hook. Callers check that one
-// is set first, and read the clock only then.
-func (db *DB) observe(start time.Time, n *node, why Reason, query string, write bool, err error) {
-	s := Statement{Reason: why, Write: write, Query: query, Start: start, Duration: time.Since(start), Err: err}
+// hookStart is when a statement starts, for the statement hook: the zero
+// time, without reading the clock, when none is set.
+func (db *DB) hookStart() time.Time {
+	if db.cfg.stmtHook == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// observe passes a statement that started at start (see hookStart) to the
+// statement hook, if one is set. Both are small enough to be inlined: unset,
+// the hook costs a nil check.
+func (db *DB) observe(ctx context.Context, start time.Time, n *node, why Reason, query string, write bool, err error) {
+	if db.cfg.stmtHook != nil {
+		db.report(ctx, start, n, why, query, write, err)
+	}
+}
+
+// report calls the statement hook.
+func (db *DB) report(ctx context.Context, start time.Time, n *node, why Reason, query string, write bool, err error) {
+	s := Statement{Reason: why, Write: write, Query: query, Start: start, Duration: time.Since(start), Err: err, Context: ctx}
 	if n != nil {
 		s.Node = n.name
 	}

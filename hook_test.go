@@ -2,7 +2,6 @@ package dbrouter
 
 import (
 	"context"
-	"database/sql"
 	"sync"
 	"testing"
 
@@ -36,6 +35,15 @@ func (s *hooked) take() []string {
 	return out
 }
 
+// face is a way into a DB: the DB itself or its SQL() face.
+type face struct {
+	name string
+	db   sqlDB
+}
+
+// faces returns db and its SQL() face, which route, count and report alike.
+func faces(db *DB) []face { return []face{{"DB", db}, {"SQL()", db.SQL()}} }
+
 func TestStatementHookSaysWhereAndWhy(t *testing.T) {
 	ctx := context.Background()
 	var seen hooked
@@ -49,17 +57,12 @@ func TestStatementHookSaysWhereAndWhy(t *testing.T) {
 		switch {
 		case op == fakedriver.OpQuery && q == "SELECT refused()":
 			return fakedriver.ReadOnlyError()
+		case op == fakedriver.OpQuery && q == "SELECT cut()":
+			return fakedriver.AdminShutdownError()
 		}
 		return nil
 	})
-	for _, face := range []struct {
-		name string
-		db   interface {
-			QueryRowContext(context.Context, string, ...any) *sql.Row
-			ExecContext(context.Context, string, ...any) (sql.Result, error)
-			BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
-		}
-	}{{"DB", pc.db}, {"SQL()", pc.db.SQL()}} {
+	for _, face := range faces(pc.db) {
 		t.Run(face.name, func(t *testing.T) {
 			seen.take()
 			served(t, face.db, ctx, "SELECT 1")
@@ -73,6 +76,14 @@ func TestStatementHookSaysWhereAndWhy(t *testing.T) {
 			assert.Equal(t, []string{"primary custom router"}, seen.take())
 			served(t, face.db, ctx, "SELECT refused()")
 			assert.Equal(t, []string{"replica1 read", "primary misroute"}, seen.take())
+			served(t, face.db, ctx, "SELECT cut()")
+			seen.mu.Lock()
+			require.Len(t, seen.all, 2)
+			var fe *fakedriver.Error
+			assert.ErrorAs(t, seen.all[0].Err, &fe, "the hook sees the statement's error")
+			assert.NoError(t, seen.all[1].Err)
+			seen.mu.Unlock()
+			assert.Equal(t, []string{"replica1 read", "primary retry"}, seen.take(), "the read's connection failed: run again")
 			tx, err := face.db.BeginTx(ctx, nil)
 			require.NoError(t, err)
 			require.NoError(t, tx.Commit())
@@ -96,6 +107,36 @@ func TestStatementHookSaysWhereAndWhy(t *testing.T) {
 	assert.Equal(t, "SELECT 1", got[0].Query)
 	assert.False(t, got[0].Write)
 	assert.Positive(t, got[0].Duration)
+}
+
+// The hook sees each statement's context, so a tracer parents its span on
+// the caller's, through the DB and through SQL(), transactions included.
+func TestStatementHookHasTheStatementsContext(t *testing.T) {
+	type key struct{}
+	var seen hooked
+	pc := newPGCluster(t, 1, WithStatementHook(seen.add))
+	ctx := context.WithValue(context.Background(), key{}, "request 7")
+	for _, face := range faces(pc.db) {
+		t.Run(face.name, func(t *testing.T) {
+			seen.take()
+			served(t, face.db, ctx, "SELECT 1")
+			_, err := face.db.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+			require.NoError(t, err)
+			tx, err := face.db.BeginTx(ctx, nil)
+			require.NoError(t, err)
+			_, err = tx.ExecContext(ctx, "INSERT INTO t VALUES (2)")
+			require.NoError(t, err)
+			require.NoError(t, tx.Commit())
+			seen.mu.Lock()
+			all := seen.all
+			seen.mu.Unlock()
+			require.NotEmpty(t, all)
+			for _, st := range all {
+				require.NotNil(t, st.Context, "%s %q", st.Reason, st.Query)
+				assert.Equal(t, "request 7", st.Context.Value(key{}), "%s %q", st.Reason, st.Query)
+			}
+		})
+	}
 }
 
 func TestStatusKeepsTheRecentEvents(t *testing.T) {

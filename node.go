@@ -46,7 +46,9 @@ const (
 	// StateDown: the last WithFailureThreshold probes failed.
 	StateDown
 	// StateFenced: the node says it is a primary but another primary on a
-	// higher timeline won; it serves nothing until it reports in recovery.
+	// higher timeline won, or it is of another cluster (its system
+	// identifier is not the one most nodes share); it serves nothing until
+	// it reports in recovery (and is of the DB's cluster).
 	StateFenced
 )
 
@@ -89,7 +91,9 @@ type node struct {
 	replay  replayPoll // sessions waiting for this replica to catch up
 	probes  *sql.DB    // the probes' own pool of one connection, see probePool
 	simple  []any      // arguments for a query without a server-side prepared statement, see simpleArgs
-	probeMu sync.Mutex // serializes probes of this node
+	probeMu sync.Mutex // serializes probes of this node; protects following fields
+	conn    *sql.Conn  // the probes' connection, kept across probes (see probeConnLocked); nil when none
+	connAt  time.Time  // when conn was taken
 
 	h nodeHealth // protected by DB.mu
 }
@@ -97,6 +101,7 @@ type node struct {
 // nodeHealth is a node's probed state. It is protected by DB.mu.
 type nodeHealth struct {
 	probed   bool // a probe has finished
+	tried    bool // a probe has finished, failed or not: see clusterLocked
 	known    bool // a probe has succeeded: role, position and timeline were learned
 	up       bool
 	fails    int  // consecutive failed probes
@@ -113,8 +118,13 @@ type nodeHealth struct {
 	since    time.Time // when state or role last changed
 	lagBytes int64
 	lagTime  time.Duration
-	lagged   bool // excluded from reads for lag
-	staleTL  bool // excluded from reads for being on an older timeline
+	lagged   bool   // excluded from reads for lag
+	staleTL  bool   // excluded from reads for being on an older timeline
+	sysid    uint64 // its cluster's system identifier, as last probed; 0 unknown
+	foreign  bool   // of another cluster than the DB's (see clusterLocked): serves nothing
+	started  int64  // when its postmaster started, as last probed: see rivalLocked
+	oks      uint64 // successful probes so far
+	split    bool   // fenced as one of two primaries on the newest timeline
 	bo       *backoff.ExponentialBackOff
 }
 
@@ -167,6 +177,7 @@ func (db *DB) newNode(name string, h *sql.DB, role Role, dsn string) (*node, err
 // opened it.
 func (db *DB) closeNode(n *node) error {
 	n.stop()
+	n.dropProbeConn()
 	var errs []error
 	if n.probes != n.db {
 		errs = append(errs, n.probes.Close())
@@ -179,10 +190,11 @@ func (db *DB) closeNode(n *node) error {
 
 // stillPrimary reports whether a write that n just ran may be reported as
 // done: n is the primary, or no primary is known and n is not fenced (a
-// probe may merely have missed it).
+// probe may merely have missed it) and has not left the DB (a member the
+// source no longer reports).
 func (db *DB) stillPrimary(n *node) bool {
 	p := db.table.Load().primary
-	return p == n || p == nil && !n.fenced.Load()
+	return p == n || p == nil && !n.fenced.Load() && n.ctx.Err() == nil
 }
 
 // sent records a statement sent to n, when it is a write.
@@ -228,16 +240,86 @@ func probePool(h *sql.DB) *sql.DB {
 	return limitProbePool(sql.OpenDB(probeConnector{c}))
 }
 
-// limitProbePool makes p a pool of one connection for probes.
+// limitProbePool makes p a pool of one connection for probes, which keep
+// it while they use it (see probeConnLocked) and close it when they give it
+// back.
 func limitProbePool(p *sql.DB) *sql.DB {
 	p.SetMaxOpenConns(1)
-	p.SetMaxIdleConns(1)
+	p.SetMaxIdleConns(0)
 	p.SetConnMaxLifetime(probeConnLifetime)
 	return p
 }
 
 // probeConnLifetime is how long the probes keep one connection.
 const probeConnLifetime = time.Minute
+
+// probeConnLocked returns the probes' connection of n, taken from its probe
+// pool when it has none (or has had it for probeConnLifetime). The probes
+// keep it from one probe to the next rather than give it back to the pool
+// in between: handed out again after more than a second idle, a pgx
+// connection first pings the server (its ResetSession), a round trip more
+// per probe, which behind a transaction pooler waits in the pooler's queue
+// as the probe does, and failed the probe as "connecting". Where the probes
+// go through n's own handle (see probePool), the connection is given back
+// after each use (see releaseProbeConnLocked). n.probeMu is held.
+func (n *node) probeConnLocked(ctx context.Context) (*sql.Conn, error) {
+	if n.conn != nil && !n.keptProbeConnLocked() {
+		n.dropProbeConnLocked()
+	}
+	if n.conn == nil {
+		c, err := n.probes.Conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		n.conn, n.connAt = c, time.Now()
+	}
+	return n.conn, nil
+}
+
+// keptProbeConnLocked says the probes hold a connection that
+// probeConnLocked will hand out again. n.probeMu is held.
+func (n *node) keptProbeConnLocked() bool {
+	return n.conn != nil && time.Since(n.connAt) < probeConnLifetime
+}
+
+// releaseProbeConnLocked ends a use of the probes' connection: after an
+// error it is not trusted again, and where the probes use n's own handle
+// it goes back to that pool. n.probeMu is held.
+func (n *node) releaseProbeConnLocked(err error) {
+	if err != nil || n.probes == n.db {
+		n.dropProbeConnLocked()
+	}
+}
+
+// dropProbeConnLocked gives the probes' connection back to its pool (of
+// no idle connection, see limitProbePool: it is closed). n.probeMu is held.
+func (n *node) dropProbeConnLocked() {
+	if n.conn != nil {
+		n.conn.Close()
+		n.conn = nil
+	}
+}
+
+// dropProbeConn is dropProbeConnLocked for callers without n.probeMu.
+func (n *node) dropProbeConn() {
+	n.probeMu.Lock()
+	defer n.probeMu.Unlock()
+	n.dropProbeConnLocked()
+}
+
+// probeQueryRow runs a one-row query of the router's own (not a probe) on
+// the probes' connection of n and scans it into dest, within ctx.
+func (n *node) probeQueryRow(ctx context.Context, query string, dest ...any) error {
+	n.probeMu.Lock()
+	defer n.probeMu.Unlock()
+	c, err := n.probeConnLocked(ctx)
+	if err != nil {
+		return err
+	}
+	err = c.QueryRowContext(ctx, query, n.simple...).Scan(dest...)
+	n.releaseProbeConnLocked(err)
+	return err
+}
 
 // connectorOf returns the driver.Connector h was opened with (sql.OpenDB's
 // argument, or what sql.Open made from its DSN), read from the unexported

@@ -39,6 +39,7 @@ func TestOverheadReport(t *testing.T) {
 	raw, db := overheadTargets(t)
 	face := db.SQL()
 	face.SetMaxIdleConns(64)
+	_, hooked := overheadTargets(t, WithStatementHook(func(Statement) {}))
 	ctx := context.Background()
 	const update = "UPDATE accounts SET balance = balance + $1 WHERE id = $2"
 	// Each call is written out for both sides, on the concrete types, as an
@@ -82,6 +83,13 @@ func TestOverheadReport(t *testing.T) {
 		}, func() error {
 			var v int
 			return db.QueryRowContext(ctx, "SELECT 1").Scan(&v)
+		}},
+		{"QueryRowContext(\"SELECT 1\") + Scan, a no-op WithStatementHook", 1, func() error {
+			var v int
+			return raw.QueryRowContext(ctx, "SELECT 1").Scan(&v)
+		}, func() error {
+			var v int
+			return hooked.QueryRowContext(ctx, "SELECT 1").Scan(&v)
 		}},
 		{"SQL().QueryRowContext(\"SELECT 1\") + Scan", 1, func() error {
 			var v int

@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"testing"
 	"time"
@@ -34,6 +35,9 @@ func TestProbeVerdicts(t *testing.T) {
 		{"the role does not exist there", &fakedriver.Error{Code: "28000", Message: `role "app" does not exist`}, probeFailed},
 		{"a wrong password", &fakedriver.Error{Code: "28P01", Message: `password authentication failed for user "app"`}, probeFailed},
 		{"the database does not exist there", &fakedriver.Error{Code: "3D000", Message: `database "app" does not exist`}, probeFailed},
+		{"a login refused", &connectError{&fakedriver.Error{Code: "28000", Message: `role "probe" does not exist`}}, probeFailed},
+		{"PgBouncer: a login that waited for a server", &connectError{&fakedriver.Error{Code: "08P01", Message: "query_wait_timeout"}}, probeFailed},
+		{"PgBouncer at login: the server behind is down", &connectError{&fakedriver.Error{Code: "08P01", Message: "server login has been failing, try again later (server_login_retry)"}}, probeDownNow},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, tc.want, verdict(tc.err))
@@ -109,44 +113,98 @@ func TestANodeNeverProbedWellServesNothing(t *testing.T) {
 	assert.Equal(t, StateUp, nodeStatus(t, pc.db, "replica1").State, "known, and alive: what it is stays as last seen")
 }
 
+// A probe that cannot log in learns nothing of its node, whatever the
+// server (or a pooler) answered: it is a failed probe. (Taken for an answer
+// about the probe, a login refused, by a replica that did not have the
+// probing role yet or by a PgBouncer whose auth_file lacks the probe user
+// of WithProbeDSN, marked a node never probed up and readable, with no
+// role, position or timeline learned.)
+func TestAProbeThatCannotLogInFails(t *testing.T) {
+	refused := &fakedriver.Error{Code: "28000", Message: `role "probe" does not exist`}
+	pc := newPGClusterSetup(t, 1, func(pg []*fakePG) {
+		pg[1].c.SetHook(func(_ context.Context, op fakedriver.Op, _ string) error {
+			if op == fakedriver.OpConnect {
+				return refused
+			}
+			return nil
+		})
+	})
+	r := nodeStatus(t, pc.db, "replica1")
+	assert.Equal(t, StateUnknown, r.State, "after one probe: nothing learned")
+	pc.probe()
+	r = nodeStatus(t, pc.db, "replica1")
+	assert.Equal(t, StateDown, r.State)
+	assert.False(t, r.Readable)
+	assert.ErrorIs(t, r.LastError, refused)
+	assert.Contains(t, r.LastError.Error(), "connecting")
+}
+
 // The application's statements meeting pgx's statement cache behind a
-// transaction pooler are told, once, what fixes it.
+// transaction pooler are told, once, what fixes it; and so are statements
+// pgx prepared for Prepare or PrepareRouted ("stmt_…"), whose fix is
+// WithServerPreparedStatements(false).
 func TestStatementClashIsNamedOnce(t *testing.T) {
 	ctx := context.Background()
-	pc := newPGCluster(t, 1)
-	pc.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
-		if op == fakedriver.OpQuery && q == "SELECT 1" {
-			return &fakedriver.Error{Code: "26000", Message: `prepared statement "stmtcache_42" does not exist`}
-		}
-		return nil
-	})
-	for range 3 {
-		pc.db.QueryRowContext(ctx, "SELECT 1").Scan(new(string))
+	for _, clash := range []*fakedriver.Error{
+		{Code: "26000", Message: `prepared statement "stmtcache_42" does not exist`},
+		{Code: "42P05", Message: `prepared statement "stmt_67889dbae1c7b8a8cfe7ae1afe4f61ec969fd1b072bc1691" already exists`},
+	} {
+		t.Run(clash.Code, func(t *testing.T) {
+			pc := newPGCluster(t, 1)
+			pc.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+				if op == fakedriver.OpQuery && q == "SELECT 1" {
+					return clash
+				}
+				return nil
+			})
+			for range 3 {
+				pc.db.QueryRowContext(ctx, "SELECT 1").Scan(new(string))
+			}
+			pc.db.events.flush()
+			var clashes []Event
+			for _, e := range pc.db.Status().Events {
+				if e.Kind == EventStatementClash {
+					clashes = append(clashes, e)
+				}
+			}
+			require.Len(t, clashes, 1)
+			assert.Contains(t, clashes[0].Detail, "default_query_exec_mode=simple_protocol")
+			assert.Contains(t, clashes[0].Detail, "WithServerPreparedStatements(false)")
+		})
 	}
-	pc.db.events.flush()
-	var clashes []Event
-	for _, e := range pc.db.Status().Events {
-		if e.Kind == EventStatementClash {
-			clashes = append(clashes, e)
-		}
-	}
-	require.Len(t, clashes, 1)
-	assert.Contains(t, clashes[0].Detail, "default_query_exec_mode=simple_protocol")
+	assert.False(t, statementClash(&fakedriver.Error{Code: "42P05", Message: `prepared statement "my_stmt_1" already exists`}),
+		"a statement the application named itself")
 }
 
 // A write the old primary acknowledges after another node became the
 // primary is not reported as done: it may be lost. (Behind PgBouncer,
 // writes queued while the primary was down committed on it when it
 // restarted, after the failover, and the application was told they
-// succeeded.)
+// succeeded; INSERT … RETURNING through QueryRow still was, until the
+// query faces checked too.)
 func TestAWriteAcknowledgedByANodeThatLostTheRoleFails(t *testing.T) {
 	ctx := context.Background()
-	for _, face := range []string{"DB", "SQL()", "transaction"} {
+	const returning = "INSERT queued RETURNING id"
+	for _, face := range []string{"DB", "SQL()", "transaction", "DB QueryRow", "SQL() QueryRow", "PrepareRouted QueryRow", "Prepare QueryRow"} {
 		t.Run(face, func(t *testing.T) {
 			pc := newPGCluster(t, 1)
+			var st *Stmt
+			var ps *sql.Stmt
+			switch face {
+			case "PrepareRouted QueryRow":
+				var err error
+				st, err = pc.db.PrepareRouted(ctx, returning)
+				require.NoError(t, err)
+				defer st.Close()
+			case "Prepare QueryRow":
+				var err error
+				ps, err = pc.db.PrepareContext(ctx, returning)
+				require.NoError(t, err)
+				defer ps.Close()
+			}
 			entered, release := make(chan struct{}), make(chan struct{})
 			pc.conns[0].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
-				if (op == fakedriver.OpExec && q == "INSERT queued") || op == fakedriver.OpCommit {
+				if (op == fakedriver.OpExec && q == "INSERT queued") || (op == fakedriver.OpQuery && q == returning) || op == fakedriver.OpCommit {
 					close(entered)
 					<-release
 				}
@@ -154,6 +212,7 @@ func TestAWriteAcknowledgedByANodeThatLostTheRoleFails(t *testing.T) {
 			})
 			done := make(chan error, 1)
 			go func() {
+				var id string
 				switch face {
 				case "DB":
 					_, err := pc.db.ExecContext(ctx, "INSERT queued")
@@ -161,6 +220,14 @@ func TestAWriteAcknowledgedByANodeThatLostTheRoleFails(t *testing.T) {
 				case "SQL()":
 					_, err := pc.db.SQL().ExecContext(ctx, "INSERT queued")
 					done <- err
+				case "DB QueryRow":
+					done <- pc.db.QueryRowContext(ctx, returning).Scan(&id)
+				case "SQL() QueryRow":
+					done <- pc.db.SQL().QueryRowContext(ctx, returning).Scan(&id)
+				case "PrepareRouted QueryRow":
+					done <- st.QueryRowContext(ctx).Scan(&id)
+				case "Prepare QueryRow":
+					done <- ps.QueryRowContext(ctx).Scan(&id)
 				default:
 					tx, err := pc.db.BeginTx(ctx, nil)
 					if err == nil {
@@ -224,4 +291,35 @@ func TestWithProbeDSN(t *testing.T) {
 	f := newFakeNodes(t, 0)
 	_, err = New(f.dbs[0], nil, WithProbeDSN(func(dsn string) string { return dsn }))
 	assert.ErrorIs(t, err, ErrInvalidOption, "New has no DSNs")
+}
+
+// A pooler's answer to real traffic that the server behind it is down
+// marks the node down at once, without waiting for a probe: behind
+// PgBouncer the probe of a crashed primary waits in the bouncer's queue for
+// up to the probe timeout (its connection is the bouncer's, alive), while
+// the application's new connections are told "server login has been
+// failing" in a few milliseconds, and writes went on being sent there, each
+// failing, for the whole probe timeout.
+func TestAPoolerSayingTheServerIsDownOnTrafficMarksItDown(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	lost := &fakedriver.Error{Code: "08P01", Message: "server login has been failing, try again later (server_login_retry)"}
+	pc.conns[0].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+		if op == fakedriver.OpExec {
+			return lost
+		}
+		return nil
+	})
+	_, err := pc.db.ExecContext(ctx, "UPDATE t SET x = 1")
+	require.ErrorIs(t, err, lost)
+	p := nodeStatus(t, pc.db, "primary")
+	assert.Equal(t, StateDown, p.State, "no probe ran: the pooler's answer to the write decided")
+	assert.ErrorIs(t, p.LastError, lost)
+	assert.Empty(t, pc.db.Status().Primary)
+	_, err = pc.db.ExecContext(ctx, "UPDATE t SET x = 1")
+	assert.ErrorIs(t, err, ErrNoPrimary, "not sent to the node the pooler said was down")
+
+	pc.conns[0].SetHook(nil)
+	pc.probe()
+	assert.Equal(t, "primary", pc.db.Status().Primary, "a probe that answers brings it back")
 }

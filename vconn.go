@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"sync/atomic"
-	"time"
 
 	"github.com/dbrouter/dbrouter/internal/sqlclass"
 )
@@ -63,15 +62,23 @@ func (c *vconn) routeFor(ctx context.Context, query string, write bool) (ctxRout
 
 // take routes a statement and takes a connection of the node it goes to.
 // A node that lost its role while the statement waited for that connection
-// (nothing was sent yet) is given up, and the statement routed again.
+// (nothing was sent yet) is given up, and the statement routed again. A
+// read whose node gave no connection (it is full, or gone) is taken once
+// more on another eligible node, as DB.QueryContext runs it again.
 func (c *vconn) take(ctx context.Context, query string, write bool) (rc ctxRoute, d decision, p *physConn, err error) {
 	for range 3 {
 		if rc, d, err = c.routeFor(ctx, query, write); err != nil {
 			return rc, d, nil, err
 		}
 		if p, err = c.acquire(ctx, d.n); err != nil {
-			c.db.signal(d.n, err)
-			return rc, d, nil, nodeErr(d.n, "conn", err)
+			again, why := c.db.rerouteRead(ctx, rc, d, write, err)
+			if again == nil {
+				return rc, d, nil, nodeErr(d.n, "conn", err)
+			}
+			d.n, d.why = again, why
+			if p, err = c.acquireAgain(ctx, again); err != nil {
+				return rc, d, nil, err
+			}
 		}
 		if c.db.serves(p.n, write || rc.usePrimary) {
 			return rc, d, p, nil
@@ -123,7 +130,7 @@ func (c *vconn) held() (*physConn, Reason, error) {
 		if c.db.table.Load().primary == c.phys.n {
 			return c.phys, ReasonSession, nil
 		}
-		c.letGo()
+		c.letGo(false)
 	}
 	return nil, 0, nil
 }
@@ -133,11 +140,12 @@ func (c *vconn) keep(p *physConn) {
 	c.phys, c.kept = p, true
 }
 
-// letGo gives back the connection c kept since a write.
-func (c *vconn) letGo() {
+// letGo gives back the connection c kept since a write (for its pool to
+// close, when discard is set).
+func (c *vconn) letGo(discard bool) {
 	if c.kept {
 		c.kept = false
-		c.phys.release(c.db, false)
+		c.phys.release(c.db, discard)
 		c.phys = nil
 	}
 }
@@ -145,10 +153,8 @@ func (c *vconn) letGo() {
 // heldFailed lets go of a kept connection whose statement failed with a
 // connection error: the next statement is routed again, on a sound one.
 func (c *vconn) heldFailed(err error) {
-	if c.kept && isConnError(err) {
-		c.kept = false
-		c.phys.release(c.db, true)
-		c.phys = nil
+	if isConnError(err) {
+		c.letGo(true)
 	}
 }
 
@@ -157,11 +163,7 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 	if c.db.closed.Load() {
 		return nil, ErrClosed
 	}
-	hook := c.db.cfg.stmtHook != nil
-	var start time.Time
-	if hook {
-		start = time.Now()
-	}
+	start := c.db.hookStart()
 	readOnly, session := sqlclass.Describe(query)
 	write := !readOnly
 	if p, why, err := c.held(); p != nil || err != nil {
@@ -171,9 +173,7 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 		p.n.sent(write)
 		rows, err := queryOn(ctx, p.dc, query, args)
 		c.done(p.n, write, session, err)
-		if hook {
-			c.db.observe(start, p.n, why, query, write, err)
-		}
+		c.db.observe(ctx, start, p.n, why, query, write, err)
 		if err != nil {
 			if write && !c.tx && isConnError(err) {
 				c.db.noteWrite(routeOf(ctx).session) // sent, and maybe committed: its outcome is unknown
@@ -193,17 +193,18 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 	}
 	rc, d, p, err := c.take(ctx, query, write)
 	if err != nil {
-		if hook {
-			c.db.observe(start, nil, d.why, query, write, err)
-		}
+		c.db.observe(ctx, start, nil, d.why, query, write, err)
 		return nil, err
 	}
 	p.n.sent(write)
 	rows, err := queryOn(ctx, p.dc, query, args)
-	if hook {
-		c.db.observe(start, d.n, d.why, query, write, err)
-	}
+	c.db.observe(ctx, start, d.n, d.why, query, write, err)
 	if err == nil {
+		if write {
+			if lost := c.lostPrimary(rc, p, rows); lost != nil {
+				return nil, lost
+			}
+		}
 		return c.opened(rc, p, rows, write, session), nil
 	}
 	c.done(d.n, write, false, err)
@@ -215,24 +216,37 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 		}
 		return nil, nodeErr(d.n, "query", err)
 	}
-	if hook {
-		start = time.Now()
-	}
-	if p, err = c.acquire(ctx, again); err != nil {
-		c.db.signal(again, err)
-		return nil, nodeErr(again, "conn", err)
+	start = c.db.hookStart()
+	if p, err = c.acquireAgain(ctx, again); err != nil {
+		return nil, err
 	}
 	p.n.sent(write)
 	rows, err = queryOn(ctx, p.dc, query, args)
-	if hook {
-		c.db.observe(start, again, why, query, write, err)
-	}
+	c.db.observe(ctx, start, again, why, query, write, err)
 	if err != nil {
 		c.done(again, write, false, err)
 		p.release(c.db, isConnError(err))
 		return nil, nodeErr(again, "query", err)
 	}
+	if why == ReasonMisroute {
+		if lost := c.lostPrimary(rc, p, rows); lost != nil {
+			return nil, lost
+		}
+	}
 	return c.opened(rc, p, rows, write || why == ReasonMisroute, false), nil
+}
+
+// lostPrimary closes rows of a writing query that ran on p, gives p back
+// and returns ErrPrimaryLost when p's node is no longer the primary as they
+// come back (see DB.lostPrimary); nil when it still is.
+func (c *vconn) lostPrimary(rc ctxRoute, p *physConn, rows driver.Rows) error {
+	lost := c.db.lostPrimary(p.n, rows)
+	if lost != nil {
+		c.done(p.n, true, false, nil) // it may have written: reads of c go to the primary
+		p.release(c.db, false)
+		c.db.noteWrite(rc.session)
+	}
+	return lost
 }
 
 // opened accounts for rows a statement opened on p, taken for it: p goes
@@ -293,11 +307,7 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 	if c.db.closed.Load() {
 		return nil, ErrClosed
 	}
-	hook := c.db.cfg.stmtHook != nil
-	var start time.Time
-	if hook {
-		start = time.Now()
-	}
+	start := c.db.hookStart()
 	_, session := sqlclass.Describe(query)
 	if p, why, err := c.held(); p != nil || err != nil {
 		if err != nil {
@@ -306,9 +316,7 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 		p.n.sent(true)
 		res, err := execOn(ctx, p.dc, query, args)
 		c.done(p.n, true, session, err)
-		if hook {
-			c.db.observe(start, p.n, why, query, true, err)
-		}
+		c.db.observe(ctx, start, p.n, why, query, true, err)
 		if !c.tx && (err == nil || isConnError(err)) {
 			// A pinned session's write, for ctx's session (a
 			// transaction's counts for the session it began under); when
@@ -324,16 +332,12 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 	}
 	rc, d, p, err := c.take(ctx, query, true)
 	if err != nil {
-		if hook {
-			c.db.observe(start, nil, d.why, query, true, err)
-		}
+		c.db.observe(ctx, start, nil, d.why, query, true, err)
 		return nil, err
 	}
 	res, err := execOn(ctx, p.dc, query, args)
 	c.done(d.n, true, false, err)
-	if hook {
-		c.db.observe(start, d.n, d.why, query, true, err)
-	}
+	c.db.observe(ctx, start, d.n, d.why, query, true, err)
 	if err != nil {
 		p.release(c.db, isConnError(err))
 		if isConnError(err) {
@@ -359,11 +363,7 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 	if c.db.closed.Load() {
 		return nil, ErrClosed
 	}
-	hook := c.db.cfg.stmtHook != nil
-	var start time.Time
-	if hook {
-		start = time.Now()
-	}
+	start := c.db.hookStart()
 	write := !opts.ReadOnly || !c.db.cfg.readOnlyTxOnReplica || sql.IsolationLevel(opts.Isolation) == sql.LevelSerializable
 	p, _, err := c.held()
 	if err != nil {
@@ -373,9 +373,7 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 	if p != nil { // a pinned session, or a connection kept since a write: on its server connection
 		p.n.sent(write)
 		tx, err := beginOn(ctx, p.dc, opts)
-		if hook {
-			c.db.observe(start, p.n, ReasonTransaction, "", write, err)
-		}
+		c.db.observe(ctx, start, p.n, ReasonTransaction, "", write, err)
 		if err != nil {
 			c.done(p.n, write, false, err)
 			return nil, nodeErr(p.n, "begin", err)
@@ -384,16 +382,12 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 	}
 	rc, d, p, err := c.take(ctx, "", write)
 	if err != nil {
-		if hook {
-			c.db.observe(start, nil, ReasonTransaction, "", write, err)
-		}
+		c.db.observe(ctx, start, nil, ReasonTransaction, "", write, err)
 		return nil, err
 	}
 	p.n.sent(write)
 	tx, err := beginOn(ctx, p.dc, opts)
-	if hook {
-		c.db.observe(start, d.n, ReasonTransaction, "", write, err)
-	}
+	c.db.observe(ctx, start, d.n, ReasonTransaction, "", write, err)
 	if err != nil {
 		c.done(d.n, write, false, err)
 		p.release(c.db, isConnError(err))
@@ -401,17 +395,13 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 		if again == nil || !isConnError(err) {
 			return nil, nodeErr(d.n, "begin", err)
 		}
-		if hook {
-			start = time.Now()
-		}
+		start = c.db.hookStart()
 		if p, err = c.acquire(ctx, again); err != nil {
 			return nil, nodeErr(again, "conn", err)
 		}
 		p.n.sent(write)
 		tx, err = beginOn(ctx, p.dc, opts)
-		if hook {
-			c.db.observe(start, again, why, "", write, err)
-		}
+		c.db.observe(ctx, start, again, why, "", write, err)
 		if err != nil {
 			c.done(again, write, false, err)
 			p.release(c.db, isConnError(err))
@@ -552,7 +542,7 @@ func (c *vconn) ResetSession(ctx context.Context) error {
 // inherit. database/sql asks as c goes back to its pool, which is when the
 // connection kept since a write goes back to its node's pool.
 func (c *vconn) IsValid() bool {
-	c.letGo()
+	c.letGo(false)
 	return !c.bad && !c.pinned && !c.tx
 }
 
@@ -563,7 +553,7 @@ func (c *vconn) CheckNamedValue(*driver.NamedValue) error { return nil }
 // Close gives back the connection c holds; a pinned session's or an
 // unfinished transaction's is closed, not pooled.
 func (c *vconn) Close() error {
-	c.letGo()
+	c.letGo(false)
 	if c.phys != nil {
 		c.phys.release(c.db, true)
 		c.phys = nil
