@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"database/sql"
 
 	"github.com/dbrouter/dbrouter/internal/testwait"
@@ -264,7 +265,7 @@ func TestFailoverCrash(t *testing.T) {
 		t.Run(fmt.Sprintf("timeline %d", tl), func(t *testing.T) { testCrash(t, clusterOnTimeline(t, tl), tl, viaDB) })
 	}
 	for _, f := range []face{viaSQL, viaStmts} {
-		t.Run("through "+string(f), func(t *testing.T) { testCrash(t, clusterOnTimeline(t, 1), 1, f) })
+		t.Run("through "+string(f)+", timeline 2", func(t *testing.T) { testCrash(t, clusterOnTimeline(t, 2), 2, f) })
 	}
 }
 
@@ -375,8 +376,8 @@ func TestFailoverHang(t *testing.T) {
 		testHang(t, clusterOnTimeline(t, 2), 2, true, viaDB)
 	})
 	for _, f := range []face{viaSQL, viaStmts} {
-		t.Run("through "+string(f)+", promoted after the router saw the primary down", func(t *testing.T) {
-			testHang(t, clusterOnTimeline(t, 1), 1, true, f)
+		t.Run("through "+string(f)+", timeline 2, promoted after the router saw the primary down", func(t *testing.T) {
+			testHang(t, clusterOnTimeline(t, 2), 2, true, f)
 		})
 	}
 }
@@ -444,6 +445,198 @@ func testHang(t *testing.T, c *pgcluster.Cluster, tl int, waitDown bool, f face)
 			assert.Equal(t, p1, w.node)
 		}
 	}
+}
+
+// TestPrimaryRestart restarts the primary of a cluster on timeline 2 under
+// load, with no failover, as a minor upgrade, a setting that needs a restart
+// or an OOM kill does: killed (-9, crash recovery on restart) and stopped
+// cleanly. No read fails (the replicas serve them throughout), writes
+// resume on the same node once it is back, nothing is fenced, no other
+// node ever takes a write, and the replicas, which reconnect to it, serve
+// reads again.
+func TestPrimaryRestart(t *testing.T) {
+	for _, kill := range []bool{true, false} {
+		name := map[bool]string{true: "kill -9", false: "clean stop"}[kill]
+		t.Run(name, func(t *testing.T) {
+			c := clusterOnTimeline(t, 2)
+			ctx := testContext(t, 3*time.Minute)
+			n0 := c.Primary()
+			p0 := n0.Name()
+			var events eventLog
+			db := openRouter(t, c, dbrouter.WithEventHook(events.add))
+			const table = "restart_t"
+			createLoadTable(t, ctx, db, table)
+			l := startLoad(t, db, table, 4, 2, 5*time.Second)
+			l.waitWrites(t, p0, 20, time.Minute)
+
+			downAt := time.Now()
+			if kill {
+				require.NoError(t, n0.Kill(ctx))
+			} else {
+				require.NoError(t, n0.Stop(ctx))
+			}
+			testwait.Until(t, time.Minute, "the router to lose the primary", func() bool { return db.Status().Primary == "" })
+			lost := time.Since(downAt)
+			require.NoError(t, n0.Start(ctx))
+			upAt := time.Now()
+			l.waitWrites(t, p0, 20, time.Minute)
+			for _, r := range c.Replicas() {
+				testwait.Until(t, time.Minute, r.Name()+" readable again", func() bool { return nodeStatus(t, db, r.Name()).Readable })
+			}
+			l.stop()
+			reads, writes := l.snapshot()
+
+			readErrs, firstReadErr := failed(reads, downAt)
+			assert.Zero(t, readErrs, "no read fails (first: %v)", firstReadErr)
+			var resumed time.Time
+			for _, w := range writes {
+				if w.err != nil {
+					continue
+				}
+				assert.Equal(t, p0, w.node, "a write taken by another node than the primary")
+				if !w.end.Before(upAt) && (resumed.IsZero() || w.end.Before(resumed)) {
+					resumed = w.end
+				}
+			}
+			writeErrs, firstWriteErr := failed(writes, downAt)
+			st := nodeStatus(t, db, p0)
+			assert.Equal(t, p0, db.Status().Primary)
+			assert.Equal(t, dbrouter.StateUp, st.State)
+			assert.Equal(t, uint32(2), st.Timeline)
+			assert.Zero(t, db.Status().EventCounts[dbrouter.EventFenced], "nothing fenced")
+			t.Logf("FAILOVER primary restart (%s backend, timeline 2, %s): router without a primary %v after it went down; back -> first write %v; read errors %d of %d; write errors %d of %d (first: %v); events: %s",
+				c.Backend(), name, lost.Round(time.Millisecond), resumed.Sub(upAt).Round(time.Millisecond), readErrs, len(reads), writeErrs, len(writes), firstWriteErr, events.String())
+		})
+	}
+}
+
+// TestNodeOfAnotherCluster gives the router, beside a primary and two
+// replicas on timeline 1, the primary and the replica of another cluster,
+// which failed over once (timeline 2): DSNs pointing at the wrong servers.
+// Its nodes serve nothing (its primary is fenced, its replica reads
+// nothing), its higher timeline does not fence the real primary, and every
+// read and write lands on the real cluster, as the servers' own ports and
+// system identifiers say. (Before, the other cluster's timeline fenced the
+// real primary, and its primary took the writes.)
+func TestNodeOfAnotherCluster(t *testing.T) {
+	a, b := newCluster(t, 2), clusterOnTimeline(t, 2)
+	ctx := testContext(t, 2*time.Minute)
+	nodes := []*pgcluster.Node{a.Primary(), a.Replicas()[0], a.Replicas()[1], b.Primary(), b.Replicas()[0]}
+	names := []string{"a0", "a1", "a2", "b-primary", "b-replica"}
+	byPort := map[int]string{}
+	var dsns []string
+	for i, n := range nodes {
+		dsns = append(dsns, n.DSN())
+		byPort[n.Port()] = names[i]
+	}
+	var aID, bID string
+	require.NoError(t, a.Primary().QueryRow(ctx, "SELECT (pg_control_system()).system_identifier::text", &aID))
+	require.NoError(t, b.Primary().QueryRow(ctx, "SELECT (pg_control_system()).system_identifier::text", &bID))
+	require.NotEqual(t, aID, bID)
+	var events eventLog
+	db := openDSNs(t, dsns, names, dbrouter.WithEventHook(events.add))
+
+	st := db.Status()
+	assert.Equal(t, "a0", st.Primary)
+	byName := statusByName(st)
+	assert.Equal(t, dbrouter.StateFenced, byName["b-primary"].State)
+	assert.False(t, byName["b-replica"].Readable)
+	assert.True(t, byName["a1"].Readable && byName["a2"].Readable)
+	testwait.Until(t, time.Minute, "the event naming the other cluster", func() bool { return events.find(dbrouter.EventReplicaExcluded).Kind != 0 })
+	assert.Contains(t, events.find(dbrouter.EventReplicaExcluded).Detail, "another cluster: system identifier "+bID)
+
+	serve := func(query string) string {
+		var port int
+		var id string
+		require.NoError(t, db.QueryRowContext(ctx, query).Scan(&port, &id))
+		assert.Equal(t, aID, id, "served by another cluster")
+		return byPort[port]
+	}
+	reads := tallyServers(20, func() string {
+		return serve("SELECT inet_server_port(), (pg_control_system()).system_identifier::text")
+	})
+	assert.Equal(t, map[string]int{"a1": 10, "a2": 10}, reads)
+	_, err := db.ExecContext(ctx, "CREATE TABLE another_cluster_t (v int)")
+	require.NoError(t, err)
+	writes := tallyServers(5, func() string {
+		return serve("INSERT INTO another_cluster_t VALUES (1) RETURNING inet_server_port(), (pg_control_system()).system_identifier::text")
+	})
+	assert.Equal(t, map[string]int{"a0": 5}, writes)
+	assert.False(t, events.has(dbrouter.EventFenced, "a0"), "the real primary fenced, even for a moment")
+	assert.False(t, events.has(dbrouter.EventPrimaryChanged, "b-primary"), "the other cluster's primary chosen, even for a moment")
+	t.Logf("FAILOVER nodes of another cluster: reads %v, writes %v; events: %s", reads, writes, events.String())
+}
+
+// TestReplicaAtMaxConnections fills a replica to max_connections (its
+// server answers every new connection with 53300, "sorry, too many clients
+// already"), with every pool of the router keeping no idle connection, so
+// that each statement opens one: a read routed there never reached the
+// server and runs again on the other replica, through the DB and through
+// SQL(), and none fails; writes are not affected. Once the replica has room
+// again, it serves reads again.
+func TestReplicaAtMaxConnections(t *testing.T) {
+	c := newCluster(t, 2)
+	ctx := testContext(t, 2*time.Minute)
+	db := openRouter(t, c)
+	db.SetMaxIdleConns(0)
+	r1, r2 := c.Replicas()[0], c.Replicas()[1]
+	_, err := db.ExecContext(ctx, "CREATE TABLE full_t (v int)")
+	require.NoError(t, err)
+	waitReplicated(t, ctx, c, "full_t")
+
+	filler, err := r1.Open()
+	require.NoError(t, err)
+	defer filler.Close()
+	var conns []*sql.Conn
+	for {
+		cn, err := filler.Conn(ctx)
+		if err == nil {
+			err = cn.PingContext(ctx)
+		}
+		if err != nil {
+			require.Equal(t, "53300", sqlStateOf(err), "filling %s: %v", r1.Name(), err)
+			break
+		}
+		conns = append(conns, cn)
+		require.Less(t, len(conns), 200, "max_connections never reached")
+	}
+	t.Logf("%s full after %d connections of the test", r1.Name(), len(conns))
+
+	for _, h := range []struct {
+		name string
+		q    interface {
+			QueryRowContext(context.Context, string, ...any) *sql.Row
+		}
+	}{{"DB", db}, {"SQL()", db.SQL()}} {
+		t.Run(h.name, func(t *testing.T) {
+			before := nodeStatus(t, db, r1.Name()).Retries
+			var failed int
+			var firstErr error
+			got := map[string]int{}
+			for range 40 {
+				var name string
+				if err := h.q.QueryRowContext(ctx, whoServes).Scan(&name); err != nil {
+					failed++
+					firstErr = cmp.Or(firstErr, err)
+					continue
+				}
+				got[name]++
+			}
+			retried := nodeStatus(t, db, r1.Name()).Retries - before
+			t.Logf("FAILOVER %s at max_connections, through %s: served %v, %d failed, %d run again on %s", r1.Name(), h.name, got, failed, retried, r2.Name())
+			assert.Zero(t, failed, "no read fails (first: %v)", firstErr)
+			assert.Equal(t, map[string]int{r2.Name(): 40}, got)
+			assert.Positive(t, retried, "reads routed to %s", r1.Name())
+		})
+	}
+	_, err = db.ExecContext(ctx, "INSERT INTO full_t VALUES (1)")
+	require.NoError(t, err, "a write while a replica is full")
+
+	for _, cn := range conns {
+		require.NoError(t, cn.Close())
+	}
+	filler.Close()
+	testwait.Until(t, time.Minute, r1.Name()+" serving reads again", func() bool { return servedBy(t, ctx, db) == r1.Name() })
 }
 
 // TestNetworkCut puts a TCP proxy between the router and each node (the
@@ -552,7 +745,10 @@ func TestAutoPromoteAfterCrash(t *testing.T) {
 	first, _ := firstSuccessOn(writes, promoted)
 	t.Logf("FAILOVER auto-promote (%s backend): %s promoted; crash -> first write on it %v; events: %s",
 		c.Backend(), promoted, first.Sub(crashAt).Round(time.Millisecond), events.String())
-	assert.True(t, events.has(dbrouter.EventPromoted, promoted))
+	// pg_promote(wait) returns up to 100 ms after the server left recovery
+	// (it polls), and only then does the router record its promotion: the
+	// probes may have seen the new primary, and writes reached it, before.
+	testwait.Until(t, 10*time.Second, "the router's EventPromoted for "+promoted, func() bool { return events.has(dbrouter.EventPromoted, promoted) })
 	for _, n := range c.Replicas() {
 		rec, err := n.InRecovery(ctx)
 		require.NoError(t, err)
@@ -773,15 +969,7 @@ func TestFailoverAsPlainRole(t *testing.T) {
 	require.NoError(t, n0.Exec(ctx, "CREATE TABLE plain_t (id bigserial PRIMARY KEY, v bigint)"))
 	require.NoError(t, n0.Exec(ctx, "GRANT ALL ON plain_t, plain_t_id_seq TO plain_app"))
 	waitReplicated(t, ctx, c, "plain_t")
-	var dsns, names []string
-	for _, n := range c.Nodes() {
-		dsns = append(dsns, strings.Replace(n.DSN(), "postgres://postgres@", "postgres://plain_app@", 1))
-		names = append(names, n.Name())
-	}
-	var events eventLog
-	db := openDSNs(t, dsns, names, dbrouter.WithEventHook(events.add))
-	testwait.Until(t, time.Minute, "the missing grant named", func() bool { return events.find(dbrouter.EventMissingGrant).Kind != 0 })
-	grant := events.find(dbrouter.EventMissingGrant)
+	db, grant := openAsPlainRole(t, c)
 	assert.Contains(t, grant.Detail, "GRANT pg_monitor TO plain_app")
 	t.Logf("FAILOVER plain role: event %q: %s", grant.Kind, grant.Detail)
 
@@ -804,15 +992,8 @@ func TestFailoverAsPlainRole(t *testing.T) {
 	assert.False(t, st.Readable, "node2's timeline cannot be seen yet: %+v", st)
 
 	// Its next restartpoint (forced here, as superuser) shows timeline 2.
-	require.NoError(t, n1.Exec(ctx, "CHECKPOINT"))
-	testwait.Until(t, time.Minute, "node2 replayed the checkpoint", func() bool {
-		var lsn string
-		var ok bool
-		return n1.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text", &lsn) == nil &&
-			n2.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= '"+lsn+"'::pg_lsn", &ok) == nil && ok
-	})
 	restartpoint := time.Now()
-	require.NoError(t, n2.Exec(ctx, "CHECKPOINT"))
+	forceRestartpoints(t, ctx, n1, n2)
 	testwait.Until(t, time.Minute, "node2 readable after its restartpoint", func() bool { return nodeStatus(t, db, "node2").Readable })
 	readmitted := time.Now()
 	testwait.Until(t, time.Minute, "reads on node2", func() bool {
@@ -826,6 +1007,75 @@ func TestFailoverAsPlainRole(t *testing.T) {
 		readErrs, readmitted.Sub(repointed).Round(time.Millisecond), servedBetween(reads, first, restartpoint)["node2"])
 	assert.Zero(t, readErrs, "no read fails (first: %v)", firstErr)
 	assert.Zero(t, servedBetween(reads, first, restartpoint)["node2"], "node2 served reads before its timeline was known")
+}
+
+// TestPlainRoleOnTimeline2 opens a router as a plain login role on a
+// cluster that failed over before, whose replicas stream timeline 2 while
+// their last restartpoints are still on timeline 1 (as clusterOnTimeline
+// shows): such a role cannot tell them from replicas left on the abandoned
+// history, so they serve no reads until their next restartpoint, and reads
+// go to the primary meanwhile (WithReplicaFallback's default), none failing.
+// After a restartpoint (forced here, as superuser, as an operator can),
+// reads spread over both replicas.
+func TestPlainRoleOnTimeline2(t *testing.T) {
+	c := clusterOnTimeline(t, 2)
+	ctx := testContext(t, 3*time.Minute)
+	p := c.Primary()
+	require.NoError(t, p.Exec(ctx, "CREATE ROLE plain_app LOGIN"))
+	waitReplicas(t, ctx, c, "the role", "SELECT count(*) = 1 FROM pg_roles WHERE rolname = $1", "plain_app")
+	db, grant := openAsPlainRole(t, c)
+	assert.Contains(t, grant.Detail, "a cluster that failed over before")
+
+	for _, r := range c.Replicas() {
+		st := nodeStatus(t, db, r.Name())
+		assert.Equal(t, dbrouter.StateUp, st.State, "%s", r.Name())
+		assert.False(t, st.Readable, "%s: its timeline cannot be seen yet: %+v", r.Name(), st)
+	}
+	before := tallyServers(10, func() string { return servedBy(t, ctx, db) })
+	assert.Equal(t, map[string]int{p.Name(): 10}, before, "reads before the restartpoints")
+
+	forceRestartpoints(t, ctx, p, c.Replicas()...)
+	checkpointed := time.Now()
+	for _, r := range c.Replicas() {
+		testwait.Until(t, time.Minute, r.Name()+" readable after its restartpoint", func() bool { return nodeStatus(t, db, r.Name()).Readable })
+	}
+	t.Logf("FAILOVER plain role on timeline 2: both replicas readable %v after their restartpoints", time.Since(checkpointed).Round(time.Millisecond))
+	after := tallyServers(20, func() string { return servedBy(t, ctx, db) })
+	assert.Equal(t, map[string]int{c.Replicas()[0].Name(): 10, c.Replicas()[1].Name(): 10}, after, "reads after the restartpoints")
+}
+
+// openAsPlainRole opens a router over c's nodes logged in as plain_app, a
+// login role without pg_monitor, and returns it once it has said so, with
+// the EventMissingGrant that says it.
+func openAsPlainRole(t *testing.T, c *pgcluster.Cluster) (*dbrouter.DB, dbrouter.Event) {
+	t.Helper()
+	var dsns, names []string
+	for _, n := range c.Nodes() {
+		dsns = append(dsns, probeAs("plain_app")(n.DSN()))
+		names = append(names, n.Name())
+	}
+	var events eventLog
+	db := openDSNs(t, dsns, names, dbrouter.WithEventHook(events.add))
+	testwait.Until(t, time.Minute, "the missing grant named", func() bool { return events.find(dbrouter.EventMissingGrant).Kind != 0 })
+	return db, events.find(dbrouter.EventMissingGrant)
+}
+
+// forceRestartpoints makes each replica's next restartpoint now, as
+// superuser: a checkpoint on the primary, replayed by the replica, then
+// CHECKPOINT on the replica, whose last restartpoint then shows the
+// primary's timeline.
+func forceRestartpoints(t testing.TB, ctx context.Context, primary *pgcluster.Node, replicas ...*pgcluster.Node) {
+	t.Helper()
+	require.NoError(t, primary.Exec(ctx, "CHECKPOINT"))
+	var lsn string
+	require.NoError(t, primary.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text", &lsn))
+	for _, r := range replicas {
+		testwait.Until(t, time.Minute, r.Name()+" replayed the checkpoint", func() bool {
+			var ok bool
+			return r.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= '"+lsn+"'::pg_lsn", &ok) == nil && ok
+		})
+		require.NoError(t, r.Exec(ctx, "CHECKPOINT"))
+	}
 }
 
 // TestFenceSeesTheTimelineOfAReplica: the old primary crashed, node1 was
@@ -897,4 +1147,47 @@ func TestPrimaryOnlyReads(t *testing.T) {
 		assert.Equal(t, "node0", who)
 	}
 	assert.Equal(t, before+4, totalMisroutes(db.Status()), "each refusal by a replica is a misroute")
+}
+
+// TestDoublePromotion: the primary crashes and both replicas are promoted
+// (two promoters that could not see each other's promotion): two servers
+// are primaries on timeline 2, their histories parting there. Two DBs, as
+// two application instances listing the replicas in different orders, take
+// no write on either until the operator stops one; then both write to the
+// other. (Before, each DB took writes on the one it saw first: in one of
+// two runs DB a wrote 58 rows to node1 and DB b 58 rows to node2 in 3 s.)
+func TestDoublePromotion(t *testing.T) {
+	c := newCluster(t, 2)
+	ctx := testContext(t, 3*time.Minute)
+	n0, n1, n2 := c.Primary(), c.Replicas()[0], c.Replicas()[1]
+	a := openRouter(t, c, dbrouter.WithPrimaryWait(0))
+	b := openDSNs(t, []string{n0.DSN(), n2.DSN(), n1.DSN()}, []string{n0.Name(), n2.Name(), n1.Name()}, dbrouter.WithPrimaryWait(0))
+	createLoadTable(t, ctx, a, "double_t")
+	waitReplicated(t, ctx, c, "double_t")
+
+	require.NoError(t, n0.Kill(ctx))
+	promote(t, ctx, n1)
+	promote(t, ctx, n2)
+	for _, db := range []*dbrouter.DB{a, b} {
+		testwait.Until(t, time.Minute, "both promoted nodes fenced", func() bool {
+			return nodeStatus(t, db, n1.Name()).State == dbrouter.StateFenced && nodeStatus(t, db, n2.Name()).State == dbrouter.StateFenced
+		})
+		for range 10 {
+			_, err := db.ExecContext(ctx, "INSERT INTO double_t (v) VALUES (1)")
+			assert.ErrorIs(t, err, dbrouter.ErrNoPrimary)
+		}
+	}
+	for _, n := range []*pgcluster.Node{n1, n2} {
+		var rows int
+		require.NoError(t, n.QueryRow(ctx, "SELECT count(*) FROM double_t", &rows))
+		assert.Zero(t, rows, "a write reached %s", n.Name())
+	}
+
+	require.NoError(t, n2.Stop(ctx))
+	for _, db := range []*dbrouter.DB{a, b} {
+		testwait.Until(t, time.Minute, n1.Name()+" the primary", func() bool { return db.Status().Primary == n1.Name() })
+		var who string
+		require.NoError(t, db.QueryRowContext(ctx, "INSERT INTO double_t (v) VALUES (2) RETURNING current_setting('cluster_name')").Scan(&who))
+		assert.Equal(t, n1.Name(), who)
+	}
 }

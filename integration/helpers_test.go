@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
@@ -53,6 +55,7 @@ func connectionFailed(err error) bool {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	closeSharedCluster()
+	closeSharedPatroni()
 	if code == 0 {
 		if err := goleak.Find(leakOptions()...); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
@@ -63,15 +66,55 @@ func TestMain(m *testing.M) {
 }
 
 // leakOptions ignores the goroutines that are not ours: the Docker client's
-// idle HTTP connections (testcontainers-go backend), and pgx's own
-// asyncClose, which after a cancelled query on a frozen node sends the
-// server a cancel request in the background and gives up after its own
-// deadline, whatever its caller does.
+// idle HTTP connections (testcontainers-go backend), pgx's own asyncClose,
+// which after a cancelled query on a frozen node sends the server a cancel
+// request in the background and gives up after its own deadline, whatever
+// its caller does, and the harness's wait for a pgbouncer process (re)started
+// after the router was opened, which lives as long as that process.
 func leakOptions() []goleak.Option {
 	return []goleak.Option{
+		goleak.IgnoreAnyFunction("github.com/dbrouter/dbrouter/internal/pgcluster.(*Bouncer).startLocked.func1"),
 		goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgconn.(*PgConn).asyncClose.func1"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreTopFunction("github.com/testcontainers/testcontainers-go.(*Reaper).connect.func1"),
 	}
+}
+
+// background is a watcher's goroutines, which stop ends (at the end of the
+// test, or before).
+type background struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// start readies b for every; t's cleanup stops it.
+func (b *background) start(t testing.TB) {
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	t.Cleanup(b.stop)
+}
+
+// every runs f in a goroutine of b, at once and then every d, until f
+// returns true or b stops; then done, unless nil.
+func (b *background) every(d time.Duration, f func(ctx context.Context) (finished bool), done func()) {
+	b.wg.Go(func() {
+		if done != nil {
+			defer done()
+		}
+		tick := time.NewTicker(d)
+		defer tick.Stop()
+		for !f(b.ctx) {
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
+}
+
+func (b *background) stop() {
+	b.cancel()
+	b.wg.Wait()
 }

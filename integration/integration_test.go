@@ -61,6 +61,30 @@ func uniqueName(t testing.TB, prefix string) string {
 	return fmt.Sprintf("%s_%s_%d", prefix, base, uniqueSeq.Add(1))
 }
 
+// createWritingFunction creates, through db, a function that inserts a
+// row (v) into tbl and returns the server's cluster_name, which the
+// classifier cannot see writing; every replica has it when it returns, and
+// it is dropped when the test ends. On a replica that has not replayed it
+// yet a call fails with 42883 (undefined function), which is not a
+// misroute.
+func createWritingFunction(t *testing.T, ctx context.Context, db *dbrouter.DB, c *pgcluster.Cluster, tbl, v string) string {
+	t.Helper()
+	fn := uniqueName(t, "f")
+	_, err := db.ExecContext(ctx, fmt.Sprintf(`CREATE FUNCTION %s() RETURNS text LANGUAGE plpgsql AS $$
+		BEGIN
+			INSERT INTO %s (v) VALUES ('%s');
+			RETURN current_setting('cluster_name');
+		END $$`, fn, tbl, v))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		assert.NoError(t, c.Primary().Exec(ctx, "DROP FUNCTION IF EXISTS "+fn))
+	})
+	waitReplicas(t, ctx, c, "function "+fn, "SELECT to_regproc($1) IS NOT NULL", fn)
+	return fn
+}
+
 // createTable creates a table on the primary through the router (DDL is a
 // write: were it sent to a replica, it would fail) whose served_by column
 // defaults to the name of the node that inserts the row, and drops it when
@@ -466,21 +490,7 @@ func TestIntegrationMisroutedReadRunsOnPrimary(t *testing.T) {
 	db := openIntegrationRouter(t, c)
 	ctx := testContext(t, integrationTimeout)
 	tbl := createTable(t, ctx, db, c)
-	fn := uniqueName(t, "f")
-	_, err := db.ExecContext(ctx, fmt.Sprintf(`CREATE FUNCTION %s() RETURNS text LANGUAGE plpgsql AS $$
-		BEGIN
-			INSERT INTO %s (v) VALUES ('misrouted');
-			RETURN current_setting('cluster_name');
-		END $$`, fn, tbl))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		assert.NoError(t, c.Primary().Exec(ctx, "DROP FUNCTION IF EXISTS "+fn))
-	})
-	// On a replica that has not replayed the function yet the call fails
-	// with 42883 (undefined function), which is not a misroute.
-	waitReplicas(t, ctx, c, "function "+fn, "SELECT to_regproc($1) IS NOT NULL", fn)
+	fn := createWritingFunction(t, ctx, db, c, tbl, "misrouted")
 	call := "SELECT " + fn + "()"
 
 	replicaMisroutes := func() map[string]uint64 {

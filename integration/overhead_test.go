@@ -47,8 +47,18 @@ func TestPostgresOverheadReport(t *testing.T) {
 		return h
 	}
 	rawReplica, rawPrimary := open(c.Replicas()[0].DSN()), open(c.Primary().DSN())
+	rawReplicas := []*sql.DB{rawReplica, open(c.Replicas()[1].DSN())}
+	oneReplicaTwice := []*sql.DB{open(c.Replicas()[0].DSN()), open(c.Replicas()[0].DSN())}
+	var turn, rawTurn, twiceTurn int
 
 	const read, write = "SELECT v FROM overhead_kv WHERE k = $1", "INSERT INTO overhead_log (v) VALUES ($1)"
+	// rawInTurn reads as the router's round-robin does, over both replicas:
+	// beside it, what remains of a router's read is the router's own cost.
+	rawInTurn := func() error {
+		var v int64
+		rawTurn++
+		return rawReplicas[rawTurn%2].QueryRowContext(ctx, read, 1).Scan(&v)
+	}
 	// Each call is written out on the concrete types, as an application
 	// calls them.
 	calls := []struct {
@@ -59,6 +69,30 @@ func TestPostgresOverheadReport(t *testing.T) {
 			var v int64
 			return rawReplica.QueryRowContext(ctx, read, 1).Scan(&v)
 		}, func() error {
+			var v int64
+			return db.QueryRowContext(ctx, read, 1).Scan(&v)
+		}},
+		// No router at all: one raw handle against two used in turn, as
+		// the router's round-robin uses the replicas. What this costs is
+		// not the router's (each server connection is used half as often),
+		// and is part of the router's row above.
+		{"raw, reads over both replicas in turn", func() error {
+			var v int64
+			return rawReplica.QueryRowContext(ctx, read, 1).Scan(&v)
+		}, func() error {
+			var v int64
+			turn++
+			return rawReplicas[turn%2].QueryRowContext(ctx, read, 1).Scan(&v)
+		}},
+		// Two handles on the same replica, used in turn, cost what the
+		// two replicas do: the cost is a server connection woken every
+		// other statement, not a second server.
+		{"raw, two handles on one replica in turn against both replicas in turn", func() error {
+			var v int64
+			twiceTurn++
+			return oneReplicaTwice[twiceTurn%2].QueryRowContext(ctx, read, 1).Scan(&v)
+		}, rawInTurn},
+		{"DB.QueryRowContext + Scan, beside raw reads over both replicas in turn", rawInTurn, func() error {
 			var v int64
 			return db.QueryRowContext(ctx, read, 1).Scan(&v)
 		}},
@@ -73,6 +107,10 @@ func TestPostgresOverheadReport(t *testing.T) {
 			var v int64
 			return rawReplica.QueryRowContext(ctx, read, 1).Scan(&v)
 		}, func() error {
+			var v int64
+			return face.QueryRowContext(ctx, read, 1).Scan(&v)
+		}},
+		{"SQL().QueryRowContext + Scan, beside raw reads over both replicas in turn", rawInTurn, func() error {
 			var v int64
 			return face.QueryRowContext(ctx, read, 1).Scan(&v)
 		}},
