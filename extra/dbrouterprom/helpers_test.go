@@ -31,19 +31,8 @@ type fakeNodes struct {
 
 func newFakeNodes(t testing.TB, replicas int) *fakeNodes {
 	t.Helper()
-	f := &fakeNodes{}
-	for i := 0; i <= replicas; i++ {
-		name := "primary"
-		if i > 0 {
-			name = "replica" + strconv.Itoa(i)
-		}
-		c := fakedriver.New(name)
-		h := sql.OpenDB(c)
-		t.Cleanup(func() { h.Close() })
-		f.conns = append(f.conns, c)
-		f.dbs = append(f.dbs, h)
-	}
-	return f
+	conns, dbs := fakedriver.Nodes(t, replicas)
+	return &fakeNodes{conns: conns, dbs: dbs}
 }
 
 // router returns a DB over f with ping-only probes (the fake driver is not
