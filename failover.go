@@ -451,6 +451,7 @@ FROM pg_is_in_recovery() AS r`
 // promotionFact is one node's answer to promotionProbe.
 type promotionFact struct {
 	n               *node
+	replicaUp       bool // a replica of the cluster whose last probes succeeded: its facts are needed
 	err             error
 	inRecovery      bool
 	replay, receive uint64
@@ -466,10 +467,13 @@ func (db *DB) askPromotionFacts() []promotionFact {
 	facts := make([]promotionFact, len(db.nodeList()))
 	var wg sync.WaitGroup
 	for i, n := range db.nodeList() {
+		db.mu.Lock()
+		replicaUp := n.h.up && n.h.role == RoleReplica && !n.h.foreign
+		db.mu.Unlock()
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
 			defer cancel()
-			f := promotionFact{n: n}
+			f := promotionFact{n: n, replicaUp: replicaUp}
 			var replay, receive, sysid string
 			f.err = n.probeQueryRow(ctx, promotionProbe, &f.inRecovery, &replay, &receive,
 				&f.timeline, &f.receiver, &f.started, &f.port, &sysid)
@@ -492,7 +496,8 @@ func (db *DB) askPromotionFacts() []promotionFact {
 // choosePromotion picks the replica to promote from facts asked for just
 // now, or says why none may be: a node reports being a primary on the
 // newest timeline (maxTL) or a newer one (someone promoted it already), or a
-// replica streams or follows a newer timeline. Among the replicas on the
+// replica streams or follows a newer timeline, or a replica that is up gave
+// no answer (it may be the most advanced). Among the replicas on the
 // newest timeline the highest replayed position wins, then the highest
 // received one, then the server that started first, then the lower port:
 // every application instance that sees the same servers picks the same
@@ -502,6 +507,10 @@ func choosePromotion(facts []promotionFact, maxTL uint32, cluster uint64) (*node
 	var cands []promotionFact
 	for _, f := range facts {
 		switch {
+		case f.err != nil && f.replicaUp:
+			// It may be the most advanced: promoting another would lose
+			// the writes only it has. Once it is down, it is not waited for.
+			return nil, fmt.Errorf("%s, a replica that is up, did not answer: %w", f.n.name, f.err)
 		case f.err != nil, cluster != 0 && f.sysid != cluster:
 			continue
 		case !f.inRecovery && f.timeline >= maxTL:

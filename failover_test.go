@@ -7,6 +7,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,6 +221,74 @@ func TestAutoPromote(t *testing.T) {
 		pc.clock.advance(time.Hour)
 		pc.probe()
 		assert.Zero(t, pc.pg[1].promotes.Load()+pc.pg[2].promotes.Load())
+	})
+}
+
+// The facts of a promotion come from every replica that is up: one that
+// does not give them may be the most advanced, and promoting another would
+// lose the writes only it has.
+func TestAutoPromoteHearsFromEveryReplicaThatIsUp(t *testing.T) {
+	crashed := func(t *testing.T) *pgCluster {
+		pc := newPGCluster(t, 2, WithAutoPromote(time.Second))
+		pc.pg[1].lsn.Store(900)
+		pc.pg[2].lsn.Store(1000) // the most advanced
+		pc.pg[0].fail.Store(true)
+		pc.pg[1].streaming.Store(false)
+		pc.pg[2].streaming.Store(false)
+		return pc
+	}
+	promoted := func(t *testing.T, pc *pgCluster) {
+		t.Helper()
+		for i := 0; i < 10 && pc.pg[1].promotes.Load()+pc.pg[2].promotes.Load() == 0; i++ {
+			pc.clock.advance(time.Second)
+			pc.probe()
+			testwait.Until(t, 10*time.Second, "the promotion attempt ended", func() bool {
+				pc.db.mu.Lock()
+				defer pc.db.mu.Unlock()
+				return !pc.db.hs.promoting
+			})
+		}
+	}
+	t.Run("a kept connection that died idle is asked again on a new one", func(t *testing.T) {
+		pc := crashed(t)
+		var asked atomic.Int32
+		pc.conns[2].SetHook(func(_ context.Context, op fakedriver.Op, query string) error {
+			if op == fakedriver.OpQuery && query == promotionProbe && asked.Add(1) == 1 {
+				return &fakedriver.Error{Code: "57P05", Message: "terminating connection due to idle-session timeout"}
+			}
+			return nil
+		})
+		promoted(t, pc)
+		assert.Equal(t, int32(1), pc.pg[2].promotes.Load(), "the most advanced replica promoted")
+		assert.Zero(t, pc.pg[1].promotes.Load(), "a replica 100 bytes behind promoted: the writes only replica2 had are lost")
+		assert.GreaterOrEqual(t, asked.Load(), int32(2))
+	})
+	t.Run("no promotion while a replica that is up does not answer", func(t *testing.T) {
+		pc := crashed(t)
+		var silent atomic.Bool
+		silent.Store(true)
+		pc.conns[2].SetHook(func(_ context.Context, op fakedriver.Op, query string) error {
+			if op == fakedriver.OpQuery && query == promotionProbe && silent.Load() {
+				return &fakedriver.Error{Code: "53300", Message: "sorry, too many clients already"}
+			}
+			return nil
+		})
+		promoted(t, pc)
+		assert.Zero(t, pc.pg[1].promotes.Load()+pc.pg[2].promotes.Load(), "promoted without replica2's facts")
+		require.Equal(t, StateUp, nodeStatus(t, pc.db, "replica2").State)
+		assert.Contains(t, pc.eventKinds(), EventPromoteFailed)
+
+		silent.Store(false) // it answers: the most advanced is promoted
+		promoted(t, pc)
+		assert.Equal(t, int32(1), pc.pg[2].promotes.Load())
+		assert.Zero(t, pc.pg[1].promotes.Load())
+	})
+	t.Run("a replica that is down is not waited for", func(t *testing.T) {
+		pc := crashed(t)
+		pc.pg[2].fail.Store(true)
+		promoted(t, pc)
+		assert.Equal(t, StateDown, nodeStatus(t, pc.db, "replica2").State)
+		assert.Equal(t, int32(1), pc.pg[1].promotes.Load())
 	})
 }
 

@@ -308,10 +308,22 @@ func (n *node) dropProbeConn() {
 }
 
 // probeQueryRow runs a one-row query of the router's own (not a probe) on
-// the probes' connection of n and scans it into dest, within ctx.
+// the probes' connection of n and scans it into dest, within ctx. When the
+// connection kept since the last probe died as it idled, it asks again on a
+// new one, as a probe does (see DB.probe).
 func (n *node) probeQueryRow(ctx context.Context, query string, dest ...any) error {
 	n.probeMu.Lock()
 	defer n.probeMu.Unlock()
+	kept := n.keptProbeConnLocked()
+	err := n.probeQueryRowLocked(ctx, query, dest)
+	if kept && diedIdle(err) && ctx.Err() == nil {
+		err = n.probeQueryRowLocked(ctx, query, dest)
+	}
+	return err
+}
+
+// probeQueryRowLocked is one try of probeQueryRow. n.probeMu is held.
+func (n *node) probeQueryRowLocked(ctx context.Context, query string, dest []any) error {
 	c, err := n.probeConnLocked(ctx)
 	if err != nil {
 		return err
