@@ -120,6 +120,8 @@ const (
 	stateReadOnlyTx       = "25006" // read_only_sql_transaction
 	stateNotInPrereqState = "55000" // object_not_in_prerequisite_state: "recovery is in progress"
 	stateNotSupported     = "0A000" // feature_not_supported: "cannot access temporary or unlogged relations during recovery"
+
+	stateSerializationFailure = "40001" // serialization_failure: on a standby, a conflict with recovery
 )
 
 // isReadOnlyError reports whether err says the server refused a write
@@ -137,6 +139,13 @@ func refusedByStandby(err error) bool {
 	}
 	return false
 }
+
+// recoveryConflict reports whether err is a hot standby cancelling a
+// statement that conflicted with the WAL it replays (40001, "canceling
+// statement due to conflict with recovery": the primary removed rows the
+// statement's snapshot still needed, or took a lock it held). On a replica,
+// outside a transaction, it says nothing of the node and nothing ran.
+func recoveryConflict(err error) bool { return sqlState(err) == stateSerializationFailure }
 
 // poolerLostServer reports whether err is a connection pooler saying that
 // the server behind it cannot be reached: PgBouncer's 08P01 "server login has

@@ -41,11 +41,12 @@ func (c *call) exec(ctx context.Context, n *node, args []any) (sql.Result, error
 // when a replica refused it as something only a primary can run (a write,
 // SQLSTATE 25006, the classifier could not know of, e.g. in a volatile
 // function; 55000 or 0A000, see refusedByStandby: ReasonMisroute), on
-// another eligible node when the connection failed before any row came back
-// or the node refused the login, a role or database not replicated there yet
-// (ReasonRetry; not when the node was pinned: a read demanded of the primary
-// must not quietly come from a replica). It returns nil when the read must
-// not run again. Writes never run again.
+// another eligible node when the connection failed before any row came back,
+// the node refused the login (a role or database not replicated there yet),
+// or a replica cancelled it for a conflict with recovery (ReasonRetry; not
+// when the node was pinned: a read demanded of the primary must not quietly
+// come from a replica). It returns nil when the read must not run again.
+// Writes never run again.
 func (db *DB) rerouteRead(ctx context.Context, rc ctxRoute, d decision, write bool, err error) (*node, Reason) {
 	n := d.n
 	db.signal(n, err)
@@ -61,7 +62,7 @@ func (db *DB) rerouteRead(ctx context.Context, rc ctxRoute, d decision, write bo
 		}
 		n.misroutes.Add(1)
 		return p, ReasonMisroute
-	case (isConnError(err) || loginRefused(err)) && !d.pinned:
+	case (isConnError(err) || loginRefused(err) || recoveryConflict(err) && n != t.primary) && !d.pinned:
 		other, _, rerr := db.replicaNode(ctx, rc, t, n)
 		if rerr != nil || other == n {
 			return nil, 0

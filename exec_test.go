@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"testing"
 
@@ -93,6 +94,46 @@ func TestAReadWhoseNodeGivesNoConnectionRunsElsewhere(t *testing.T) {
 				assert.Equal(t, uint64(3), r1.Retries)
 			})
 		}
+	}
+}
+
+// A hot standby cancels a read that conflicts with the WAL it replays
+// (40001, "canceling statement due to conflict with recovery": the primary
+// vacuumed rows the read's snapshot still needed). Nothing came back, and
+// the primary has no such conflicts: the read runs once more on another
+// node, through the DB and through SQL(). Inside a transaction it is the
+// caller's, as any error there.
+func TestAReadCancelledByARecoveryConflictRunsElsewhere(t *testing.T) {
+	ctx := context.Background()
+	for _, name := range []string{"DB", "SQL()"} {
+		t.Run(name, func(t *testing.T) {
+			pc := newPGCluster(t, 1)
+			db := pc.db
+			pc.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+				if op == fakedriver.OpQuery && strings.Contains(q, "long_report") {
+					return &fakedriver.Error{Code: "40001", Message: "canceling statement due to conflict with recovery"}
+				}
+				return nil
+			})
+			fc := faces(db)
+			var via interface {
+				QueryRowContext(context.Context, string, ...any) *sql.Row
+			} = fc[0].db
+			if name == "SQL()" {
+				via = fc[1].db
+			}
+			assert.Equal(t, "primary", served(t, via, ctx, "SELECT /* long_report */ 1"))
+			assert.Equal(t, "replica1", served(t, via, ctx, "SELECT 1"), "the replica still serves reads")
+			r1, _ := db.Status().Node("replica1")
+			assert.Equal(t, uint64(1), r1.Retries)
+			assert.Equal(t, StateUp, r1.State, "a recovery conflict says nothing of the node's health")
+
+			tx, err := db.SQL().BeginTx(ctx, &sql.TxOptions{ReadOnly: true}) // on the replica
+			require.NoError(t, err)
+			defer tx.Rollback()
+			err = tx.QueryRowContext(ctx, "SELECT /* long_report */ 1").Scan(new(string))
+			assert.Equal(t, "40001", sqlState(err), "inside a transaction the error is the caller's")
+		})
 	}
 }
 
