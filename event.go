@@ -22,7 +22,7 @@ const (
 	EventReplicaExcluded                        // a replica stopped serving reads (Detail: why: "lag", "timeline", "another cluster: …")
 	EventReplicaIncluded                        // a replica serves reads again
 	EventPromoted                               // the router promoted Node (WithAutoPromote)
-	EventPromoteFailed                          // the router's promotion of Node failed, or was called off (Err)
+	EventPromoteFailed                          // the router's promotion of Node failed, or was called off (Err); told once while the same reason lasts
 	EventMissingGrant                           // the probing role cannot see replicas' WAL receivers (Detail: the GRANT to run)
 	EventMemberJoined                           // OpenDiscovered's source reports a new member, Node
 	EventMemberLeft                             // the source no longer reports Node: it drains, then closes

@@ -126,6 +126,7 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 			events = append(events, db.event(EventNoPrimary, hs.primary, now, "", nil))
 		} else {
 			events = append(events, db.event(EventPrimaryChanged, primary, now, prev, nil))
+			hs.promoteFailed = ""
 			if primary != hs.lastPrimary {
 				hs.samples = hs.samples[:0] // another node's WAL: positions start again
 			}
@@ -564,7 +565,13 @@ func (db *DB) promote() {
 		ev = db.event(EventPromoteFailed, n, now, "", err)
 	}
 	db.mu.Lock()
-	db.queueLocked(ev)
+	if ev.Kind == EventPromoted || err.Error() != db.hs.promoteFailed {
+		db.queueLocked(ev)
+	} // else called off again for the same reason: a lasting condition is told once, not every attempt
+	db.hs.promoteFailed = ""
+	if err != nil {
+		db.hs.promoteFailed = err.Error()
+	}
 	db.mu.Unlock()
 	if ev.Kind == EventPromoted {
 		db.probeAndApply(n) // see it as a primary before anything else decides

@@ -34,7 +34,8 @@ type healthState struct {
 	primaryProbing  uint64      // the one in flight, or 0
 	samples         []lsnSample // the primary's WAL position over time, oldest first
 	promoting       bool
-	promoted        *node // the node promoted last, until a probe of it succeeds: no other promotion before
+	promoted        *node  // the node promoted last, until a probe of it succeeds: no other promotion before
+	promoteFailed   string // why the last promotion was called off, until a primary is known: told once
 
 	source   *DiscoveryStatus // OpenDiscovered's source; nil for Open and New
 	leader   *node            // the node the source names leader; nil when none
