@@ -484,6 +484,7 @@ func (ln *localNode) kill9(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
+	pmProc, _ := procOf(pm)
 	var kids []proc // by pid and start time: a busy machine soon reuses an exited child's pid
 	for _, pid := range childrenOf(pm) {
 		if p, ok := procOf(pid); ok {
@@ -494,8 +495,8 @@ func (ln *localNode) kill9(ctx context.Context) error {
 		return fmt.Errorf("SIGKILL postmaster %d: %w", pm, err)
 	}
 	gone := func() bool {
-		if _, err := os.Stat("/proc/" + strconv.Itoa(pm)); err == nil {
-			return false // running, or a zombie not reaped yet
+		if p, ok := procOf(pm); ok && p == pmProc {
+			return false // running, or a zombie not reaped yet (its pid taken since is another process)
 		}
 		for _, p := range kids {
 			if p.alive() {
