@@ -122,6 +122,7 @@ const (
 	stateNotSupported     = "0A000" // feature_not_supported: "cannot access temporary or unlogged relations during recovery"
 
 	stateSerializationFailure = "40001" // serialization_failure: on a standby, a conflict with recovery
+	stateDeadlockDetected     = "40P01" // deadlock_detected: on a standby, a buffer pin deadlock with recovery
 )
 
 // isReadOnlyError reports whether err says the server refused a write
@@ -140,12 +141,17 @@ func refusedByStandby(err error) bool {
 	return false
 }
 
-// recoveryConflict reports whether err is a hot standby cancelling a
-// statement that conflicted with the WAL it replays (40001, "canceling
-// statement due to conflict with recovery": the primary removed rows the
-// statement's snapshot still needed, or took a lock it held). On a replica,
-// outside a transaction, it says nothing of the node and nothing ran.
-func recoveryConflict(err error) bool { return sqlState(err) == stateSerializationFailure }
+// recoveryConflict reports whether err, from a replica, is a hot standby
+// cancelling a statement that conflicted with the WAL it replays: 40001,
+// "canceling statement due to conflict with recovery" (the primary removed
+// rows the statement's snapshot still needed, or took a lock it held), or
+// 40P01 with the same message (a buffer pin deadlock with recovery: a read
+// on a standby takes part in no other deadlock). Outside a transaction, it
+// says nothing of the node, and nothing ran.
+func recoveryConflict(err error) bool {
+	s := sqlState(err)
+	return s == stateSerializationFailure || s == stateDeadlockDetected
+}
 
 // poolerLostServer reports whether err is a connection pooler saying that
 // the server behind it cannot be reached: PgBouncer's 08P01 "server login has
