@@ -127,6 +127,7 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 		} else {
 			events = append(events, db.event(EventPrimaryChanged, primary, now, prev, nil))
 			hs.promoteFailed = ""
+			hs.primaryGen++
 			if primary != hs.lastPrimary {
 				hs.samples = hs.samples[:0] // another node's WAL: positions start again
 			}
@@ -422,7 +423,7 @@ func (db *DB) promotionDueLocked(now time.Time) bool {
 		if n.h.streamed {
 			voters++
 		}
-		if !n.h.staleTL && n.h.timeline >= hs.maxTimeline {
+		if db.promotionCandidateLocked(n) {
 			candidates++
 		}
 	}
@@ -431,6 +432,14 @@ func (db *DB) promotionDueLocked(now time.Time) bool {
 	}
 	hs.promoting = true
 	return true
+}
+
+// promotionCandidateLocked says n may be promoted, as far as the probes
+// know: a replica of the cluster that is up, on the newest timeline. db.mu
+// is held.
+func (db *DB) promotionCandidateLocked(n *node) bool {
+	h := &n.h
+	return h.probed && h.up && h.role == RoleReplica && !h.foreign && !h.staleTL && h.timeline >= db.hs.maxTimeline
 }
 
 // promotionProbe is what promote asks every node right before it promotes:
@@ -452,7 +461,7 @@ FROM pg_is_in_recovery() AS r`
 // promotionFact is one node's answer to promotionProbe.
 type promotionFact struct {
 	n               *node
-	replicaUp       bool // a replica of the cluster whose last probes succeeded: its facts are needed
+	replicaUp       bool // a candidate whose last probe succeeded: its facts are needed (see choosePromotion)
 	err             error
 	inRecovery      bool
 	replay, receive uint64
@@ -469,7 +478,7 @@ func (db *DB) askPromotionFacts() []promotionFact {
 	var wg sync.WaitGroup
 	for i, n := range db.nodeList() {
 		db.mu.Lock()
-		replicaUp := n.h.up && n.h.role == RoleReplica && !n.h.foreign
+		replicaUp := db.promotionCandidateLocked(n) && n.h.lastOK
 		db.mu.Unlock()
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
@@ -497,8 +506,10 @@ func (db *DB) askPromotionFacts() []promotionFact {
 // choosePromotion picks the replica to promote from facts asked for just
 // now, or says why none may be: a node reports being a primary on the
 // newest timeline (maxTL) or a newer one (someone promoted it already), or a
-// replica streams or follows a newer timeline, or a replica that is up gave
-// no answer (it may be the most advanced). Among the replicas on the
+// replica streams or follows a newer timeline, or a candidate whose last
+// probe succeeded gave no answer (it may be the most advanced; one the
+// probes see failing, or on an older timeline, is not waited for). Among
+// the replicas on the
 // newest timeline the highest replayed position wins, then the highest
 // received one, then the server that started first, then the lower port:
 // every application instance that sees the same servers picks the same
@@ -542,9 +553,10 @@ func choosePromotion(facts []promotionFact, maxTL uint32, cluster uint64) (*node
 // full wait without a primary must pass before the next attempt.
 func (db *DB) promote() {
 	db.mu.Lock()
-	maxTL, cluster := db.hs.maxTimeline, db.hs.cluster
+	maxTL, cluster, gen := db.hs.maxTimeline, db.hs.cluster, db.hs.primaryGen
 	db.mu.Unlock()
 	n, err := choosePromotion(db.askPromotionFacts(), maxTL, cluster)
+	calledOff := err != nil
 	if err == nil {
 		ctx, cancel := context.WithTimeout(db.ctx, 30*time.Second)
 		var ok bool
@@ -565,12 +577,12 @@ func (db *DB) promote() {
 		ev = db.event(EventPromoteFailed, n, now, "", err)
 	}
 	db.mu.Lock()
-	if ev.Kind == EventPromoted || err.Error() != db.hs.promoteFailed {
+	if !calledOff || err.Error() != db.hs.promoteFailed {
 		db.queueLocked(ev)
 	} // else called off again for the same reason: a lasting condition is told once, not every attempt
 	db.hs.promoteFailed = ""
-	if err != nil {
-		db.hs.promoteFailed = err.Error()
+	if calledOff && db.hs.primaryGen == gen {
+		db.hs.promoteFailed = err.Error() // unless a primary became known meanwhile: then the next outage tells it again
 	}
 	db.mu.Unlock()
 	if ev.Kind == EventPromoted {

@@ -280,6 +280,23 @@ func TestAutoPromoteHearsFromEveryReplicaThatIsUp(t *testing.T) {
 		assert.Equal(t, uint64(1), pc.db.Status().EventCounts[EventPromoteFailed],
 			"10 attempts called off for the same reason: said once, not once a second")
 
+		// The primary comes back, then dies again: the same reason is told
+		// again, once, for the new outage.
+		pc.pg[0].fail.Store(false)
+		pc.pg[1].streaming.Store(true)
+		pc.pg[2].streaming.Store(true)
+		pc.probe()
+		require.Equal(t, "primary", pc.db.Status().Primary)
+		pc.pg[0].fail.Store(true)
+		pc.pg[1].streaming.Store(false)
+		pc.pg[2].streaming.Store(false)
+		pc.probe()
+		pc.probe()
+		require.Empty(t, pc.db.Status().Primary)
+		promoted(t, pc)
+		pc.eventKinds()
+		assert.Equal(t, uint64(2), pc.db.Status().EventCounts[EventPromoteFailed], "the second outage's attempts")
+
 		silent.Store(false) // it answers: the most advanced is promoted
 		promoted(t, pc)
 		assert.Equal(t, int32(1), pc.pg[2].promotes.Load())
@@ -313,8 +330,16 @@ func TestAutoPromoteNeverPicksAStaleReplica(t *testing.T) {
 	require.True(t, nodeStatus(t, pc.db, "replica2").StaleTimeline)
 	require.False(t, nodeStatus(t, pc.db, "replica3").StaleTimeline)
 	// Then the new primary dies too; replica3's stream stops (its vote).
+	// replica2, which can never be promoted, does not answer the last
+	// question: that is no reason to wait.
 	pc.pg[1].fail.Store(true)
 	pc.pg[3].streaming.Store(false)
+	pc.conns[2].SetHook(func(_ context.Context, op fakedriver.Op, query string) error {
+		if op == fakedriver.OpQuery && query == promotionProbe {
+			return &fakedriver.Error{Code: "53300", Message: "sorry, too many clients already"}
+		}
+		return nil
+	})
 	for range 5 {
 		pc.clock.advance(time.Second)
 		pc.probe()

@@ -36,6 +36,7 @@ type healthState struct {
 	promoting       bool
 	promoted        *node  // the node promoted last, until a probe of it succeeds: no other promotion before
 	promoteFailed   string // why the last promotion was called off, until a primary is known: told once
+	primaryGen      uint64 // counts the primaries that became known: see promote
 
 	source   *DiscoveryStatus // OpenDiscovered's source; nil for Open and New
 	leader   *node            // the node the source names leader; nil when none
@@ -440,6 +441,7 @@ func (db *DB) record(n *node, r probeResult, latency time.Duration) (promote boo
 	if v == probeAlive && !h.known {
 		v = probeFailed // alive, but what it is was never learned
 	}
+	h.lastOK = v == probeOK
 	switch v {
 	case probeAlive:
 		// The server answered, with an error about the probe rather than
