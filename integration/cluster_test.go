@@ -139,6 +139,24 @@ func servedBy(t testing.TB, ctx context.Context, q interface {
 	return name
 }
 
+// outcome is the node that ran a statement started off the test's
+// goroutine (its row's one column), or the statement's error.
+type outcome struct {
+	node string
+	err  error
+}
+
+// scanAsync runs row on a goroutine of its own and sends what it served.
+func scanAsync(row func() *sql.Row) <-chan outcome {
+	ch := make(chan outcome, 1)
+	go func() {
+		var s outcome
+		s.err = row().Scan(&s.node)
+		ch <- s
+	}()
+	return ch
+}
+
 // testContext returns a context that ends with the test or after d.
 func testContext(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)

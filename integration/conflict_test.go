@@ -52,16 +52,7 @@ func TestRecoveryConflict(t *testing.T) {
 	}) (string, error) {
 		require.NoError(t, p.Exec(ctx, "INSERT INTO conflict SELECT generate_series(1, 1000)"))
 		waitCaughtUp(t, ctx, c)
-		type answer struct {
-			node string
-			err  error
-		}
-		done := make(chan answer, 1)
-		go func() {
-			var a answer
-			a.err = q.QueryRowContext(ctx, long).Scan(&a.node)
-			done <- a
-		}()
+		done := scanAsync(func() *sql.Row { return q.QueryRowContext(ctx, long) })
 		testwait.For(t, 10*time.Second, "the read running on replica1", func() (bool, error) {
 			var n int
 			err := r1.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%FROM pg_sleep(1)%' AND state = 'active' AND pid <> pg_backend_pid()", &n)

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"database/sql"
 	"testing"
 	"time"
 
@@ -37,16 +38,7 @@ func TestFailoverQueuedWrite(t *testing.T) {
 			require.Equal(t, n0.Name(), txNode)
 			waits := nodeStatus(t, db, n0.Name()).Pool.WaitCount
 
-			type result struct {
-				node string
-				err  error
-			}
-			done := make(chan result, 1)
-			go func() {
-				var r result
-				r.err = write(ctx, 1).Scan(&r.node)
-				done <- r
-			}()
+			done := scanAsync(func() *sql.Row { return write(ctx, 1) })
 			testwait.Until(t, time.Minute, "the write queued for the primary's connection", func() bool {
 				return nodeStatus(t, db, n0.Name()).Pool.WaitCount > waits
 			})
@@ -58,7 +50,7 @@ func TestFailoverQueuedWrite(t *testing.T) {
 			before := nodeStatus(t, db, n0.Name())
 			require.Error(t, tx.Commit(), "a transaction on the node that lost its role")
 
-			var r result
+			var r outcome
 			select {
 			case r = <-done:
 			case <-ctx.Done():

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"database/sql"
 	"testing"
 	"time"
 
@@ -33,16 +34,9 @@ func TestSynchronousStandbyDown(t *testing.T) {
 	require.Equal(t, p.Name(), servedBy(t, dbrouter.UsePrimary(ctx), db))
 
 	require.NoError(t, r2.Stop(ctx))
-	type result struct {
-		node string
-		err  error
-	}
-	wrote := make(chan result, 1)
-	go func() {
-		var r result
-		r.err = db.QueryRowContext(ctx, "INSERT INTO syncrep VALUES (1) RETURNING current_setting('cluster_name')").Scan(&r.node)
-		wrote <- r
-	}()
+	wrote := scanAsync(func() *sql.Row {
+		return db.QueryRowContext(ctx, "INSERT INTO syncrep VALUES (1) RETURNING current_setting('cluster_name')")
+	})
 	testwait.For(t, 10*time.Second, "the write waiting for the synchronous standby", func() (bool, error) {
 		var n int
 		err := p.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'", &n)
