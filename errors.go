@@ -145,12 +145,18 @@ func refusedByStandby(err error) bool {
 // cancelling a statement that conflicted with the WAL it replays: 40001,
 // "canceling statement due to conflict with recovery" (the primary removed
 // rows the statement's snapshot still needed, or took a lock it held), or
-// 40P01 with the same message (a buffer pin deadlock with recovery: a read
-// on a standby takes part in no other deadlock). Outside a transaction, it
-// says nothing of the node, and nothing ran.
+// 40P01 with that message (a deadlock with recovery over a buffer pin; a
+// 40P01 of its own, "deadlock detected", is a deadlock between sessions,
+// e.g. over advisory locks a function takes, and not one). Outside a
+// transaction, it says nothing of the node, and nothing ran.
 func recoveryConflict(err error) bool {
-	s := sqlState(err)
-	return s == stateSerializationFailure || s == stateDeadlockDetected
+	switch sqlState(err) {
+	case stateSerializationFailure:
+		return true
+	case stateDeadlockDetected:
+		return strings.Contains(err.Error(), "conflict with recovery")
+	}
+	return false
 }
 
 // poolerLostServer reports whether err is a connection pooler saying that

@@ -99,34 +99,38 @@ func TestAReadWhoseNodeGivesNoConnectionRunsElsewhere(t *testing.T) {
 
 // A hot standby cancels a read that conflicts with the WAL it replays
 // (40001, "canceling statement due to conflict with recovery": the primary
-// vacuumed rows the read's snapshot still needed). Nothing came back, and
-// the primary has no such conflicts: the read runs once more on another
+// vacuumed rows the read's snapshot still needed; or 40P01 with the same
+// message, a deadlock with recovery over a buffer pin). Nothing came back,
+// and the primary has no such conflicts: the read runs once more on another
 // node, through the DB and through SQL(). Inside a transaction it is the
-// caller's, as any error there.
+// caller's, as any error there; and a deadlock between sessions (40P01
+// "deadlock detected") is no recovery conflict.
 func TestAReadCancelledByARecoveryConflictRunsElsewhere(t *testing.T) {
 	ctx := context.Background()
-	for _, c := range []struct{ name, code string }{
-		{"DB/snapshot", "40001"}, {"SQL()/snapshot", "40001"}, {"DB/buffer pin deadlock", "40P01"}, {"SQL()/buffer pin deadlock", "40P01"},
+	for _, c := range []struct{ face, what, code string }{
+		{"DB", "snapshot", "40001"}, {"SQL()", "snapshot", "40001"},
+		{"DB", "buffer pin deadlock", "40P01"}, {"SQL()", "buffer pin deadlock", "40P01"},
 	} {
-		name, code := strings.Split(c.name, "/")[0], c.code
-		t.Run(c.name, func(t *testing.T) {
+		t.Run(c.face+" "+c.what, func(t *testing.T) {
 			pc := newPGCluster(t, 1)
 			db := pc.db
 			pc.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
-				if op == fakedriver.OpQuery && strings.Contains(q, "long_report") {
-					return &fakedriver.Error{Code: code, Message: "canceling statement due to conflict with recovery"}
+				switch {
+				case op != fakedriver.OpQuery:
+				case strings.Contains(q, "long_report"):
+					return &fakedriver.Error{Code: c.code, Message: "canceling statement due to conflict with recovery"}
+				case strings.Contains(q, "locks_in_a_function"):
+					return &fakedriver.Error{Code: "40P01", Message: "deadlock detected"}
 				}
 				return nil
 			})
-			fc := faces(db)
-			var via interface {
+			via := map[string]interface {
 				QueryRowContext(context.Context, string, ...any) *sql.Row
-			} = fc[0].db
-			if name == "SQL()" {
-				via = fc[1].db
-			}
+			}{"DB": db, "SQL()": db.SQL()}[c.face]
 			assert.Equal(t, "primary", served(t, via, ctx, "SELECT /* long_report */ 1"))
 			assert.Equal(t, "replica1", served(t, via, ctx, "SELECT 1"), "the replica still serves reads")
+			err := via.QueryRowContext(ctx, "SELECT /* locks_in_a_function */ 1").Scan(new(string))
+			assert.Equal(t, "40P01", sqlState(err), "a deadlock between sessions, run again")
 			r1, _ := db.Status().Node("replica1")
 			assert.Equal(t, uint64(1), r1.Retries)
 			assert.Equal(t, StateUp, r1.State, "a recovery conflict says nothing of the node's health")
@@ -135,7 +139,7 @@ func TestAReadCancelledByARecoveryConflictRunsElsewhere(t *testing.T) {
 			require.NoError(t, err)
 			defer tx.Rollback()
 			err = tx.QueryRowContext(ctx, "SELECT /* long_report */ 1").Scan(new(string))
-			assert.Equal(t, code, sqlState(err), "inside a transaction the error is the caller's")
+			assert.Equal(t, c.code, sqlState(err), "inside a transaction the error is the caller's")
 		})
 	}
 }

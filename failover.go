@@ -434,6 +434,28 @@ func (db *DB) promotionDueLocked(now time.Time) bool {
 	return true
 }
 
+// silentCandidate is choosePromotion's reason to call a promotion off when
+// a candidate gave no answer.
+type silentCandidate struct {
+	node string
+	err  error
+}
+
+func (e *silentCandidate) Error() string {
+	return fmt.Sprintf("%s, a replica that is up, did not answer: %v", e.node, e.err)
+}
+func (e *silentCandidate) Unwrap() error { return e.err }
+
+// calledOffReason is what makes two called-off promotions the same for
+// EventPromoteFailed: the message, except that a silent candidate is the
+// same whatever its error said (a timeout names a new local port each time).
+func calledOffReason(err error) string {
+	if sc, ok := errors.AsType[*silentCandidate](err); ok {
+		return "silent " + sc.node
+	}
+	return err.Error()
+}
+
 // promotionCandidateLocked says n may be promoted, as far as the probes
 // know: a replica of the cluster that is up, on the newest timeline. db.mu
 // is held.
@@ -461,7 +483,7 @@ FROM pg_is_in_recovery() AS r`
 // promotionFact is one node's answer to promotionProbe.
 type promotionFact struct {
 	n               *node
-	replicaUp       bool // a candidate whose last probe succeeded: its facts are needed (see choosePromotion)
+	candidate       bool // a candidate as far as the probes know: its facts are needed (see choosePromotion)
 	err             error
 	inRecovery      bool
 	replay, receive uint64
@@ -478,12 +500,12 @@ func (db *DB) askPromotionFacts() []promotionFact {
 	var wg sync.WaitGroup
 	for i, n := range db.nodeList() {
 		db.mu.Lock()
-		replicaUp := db.promotionCandidateLocked(n) && n.h.lastOK
+		candidate := db.promotionCandidateLocked(n)
 		db.mu.Unlock()
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
 			defer cancel()
-			f := promotionFact{n: n, replicaUp: replicaUp}
+			f := promotionFact{n: n, candidate: candidate}
 			var replay, receive, sysid string
 			f.err = n.probeQueryRow(ctx, promotionProbe, &f.inRecovery, &replay, &receive,
 				&f.timeline, &f.receiver, &f.started, &f.port, &sysid)
@@ -506,10 +528,10 @@ func (db *DB) askPromotionFacts() []promotionFact {
 // choosePromotion picks the replica to promote from facts asked for just
 // now, or says why none may be: a node reports being a primary on the
 // newest timeline (maxTL) or a newer one (someone promoted it already), or a
-// replica streams or follows a newer timeline, or a candidate whose last
-// probe succeeded gave no answer (it may be the most advanced; one the
-// probes see failing, or on an older timeline, is not waited for). Among
-// the replicas on the
+// replica streams or follows a newer timeline, or a candidate (a replica
+// on the newest timeline that is up) gave no answer: it may be the most
+// advanced (one that is down, or on an older timeline, is not waited for).
+// Among the replicas on the
 // newest timeline the highest replayed position wins, then the highest
 // received one, then the server that started first, then the lower port:
 // every application instance that sees the same servers picks the same
@@ -519,10 +541,10 @@ func choosePromotion(facts []promotionFact, maxTL uint32, cluster uint64) (*node
 	var cands []promotionFact
 	for _, f := range facts {
 		switch {
-		case f.err != nil && f.replicaUp:
+		case f.err != nil && f.candidate:
 			// It may be the most advanced: promoting another would lose
 			// the writes only it has. Once it is down, it is not waited for.
-			return nil, fmt.Errorf("%s, a replica that is up, did not answer: %w", f.n.name, f.err)
+			return nil, &silentCandidate{f.n.name, f.err}
 		case f.err != nil, cluster != 0 && f.sysid != cluster:
 			continue
 		case !f.inRecovery && f.timeline >= maxTL:
@@ -577,12 +599,12 @@ func (db *DB) promote() {
 		ev = db.event(EventPromoteFailed, n, now, "", err)
 	}
 	db.mu.Lock()
-	if !calledOff || err.Error() != db.hs.promoteFailed {
+	if !calledOff || calledOffReason(err) != db.hs.promoteFailed {
 		db.queueLocked(ev)
 	} // else called off again for the same reason: a lasting condition is told once, not every attempt
 	db.hs.promoteFailed = ""
 	if calledOff && db.hs.primaryGen == gen {
-		db.hs.promoteFailed = err.Error() // unless a primary became known meanwhile: then the next outage tells it again
+		db.hs.promoteFailed = calledOffReason(err) // unless a primary became known meanwhile: then the next outage tells it again
 	}
 	db.mu.Unlock()
 	if ev.Kind == EventPromoted {

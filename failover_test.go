@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -266,10 +267,12 @@ func TestAutoPromoteHearsFromEveryReplicaThatIsUp(t *testing.T) {
 	t.Run("no promotion while a replica that is up does not answer", func(t *testing.T) {
 		pc := crashed(t)
 		var silent atomic.Bool
+		var asked atomic.Int32
 		silent.Store(true)
 		pc.conns[2].SetHook(func(_ context.Context, op fakedriver.Op, query string) error {
 			if op == fakedriver.OpQuery && query == promotionProbe && silent.Load() {
-				return &fakedriver.Error{Code: "53300", Message: "sorry, too many clients already"}
+				// A new message each time, as a timeout naming a new local port is.
+				return &fakedriver.Error{Code: "53300", Message: fmt.Sprintf("sorry, too many clients already (%d)", asked.Add(1))}
 			}
 			return nil
 		})
@@ -285,7 +288,8 @@ func TestAutoPromoteHearsFromEveryReplicaThatIsUp(t *testing.T) {
 		pc.pg[0].fail.Store(false)
 		pc.pg[1].streaming.Store(true)
 		pc.pg[2].streaming.Store(true)
-		pc.probe()
+		pc.probe() // the primary is known again
+		pc.probe() // and the replicas seen streaming from it: their votes count again
 		require.Equal(t, "primary", pc.db.Status().Primary)
 		pc.pg[0].fail.Store(true)
 		pc.pg[1].streaming.Store(false)

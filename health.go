@@ -441,7 +441,6 @@ func (db *DB) record(n *node, r probeResult, latency time.Duration) (promote boo
 	if v == probeAlive && !h.known {
 		v = probeFailed // alive, but what it is was never learned
 	}
-	h.lastOK = v == probeOK
 	switch v {
 	case probeAlive:
 		// The server answered, with an error about the probe rather than

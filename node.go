@@ -124,7 +124,6 @@ type nodeHealth struct {
 	foreign  bool   // of another cluster than the DB's (see clusterLocked): serves nothing
 	started  int64  // when its postmaster started, as last probed: see rivalLocked
 	oks      uint64 // successful probes so far
-	lastOK   bool   // the last probe succeeded
 	split    bool   // fenced as one of two primaries on the newest timeline
 	bo       *backoff.ExponentialBackOff
 }
