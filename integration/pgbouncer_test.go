@@ -120,9 +120,17 @@ func (bc *bouncerCluster) server(port int, name string) (string, error) {
 func (bc *bouncerCluster) whoServes(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }) (string, error) {
+	return bc.ranOn(ctx, q, whoAmI)
+}
+
+// ranOn runs query, which returns a server's port and cluster_name as
+// whoAmI does, through q and returns the node that ran it.
+func (bc *bouncerCluster) ranOn(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, query string, args ...any) (string, error) {
 	var port int
 	var name string
-	if err := q.QueryRowContext(ctx, whoAmI).Scan(&port, &name); err != nil {
+	if err := q.QueryRowContext(ctx, query, args...).Scan(&port, &name); err != nil {
 		return "", err
 	}
 	return bc.server(port, name)
@@ -807,10 +815,7 @@ func TestPgBouncerWorkingConfigurations(t *testing.T) {
 				assert.Zero(t, got["node0"], "%v", got)
 				assert.Positive(t, got["node1"], "%v", got)
 				assert.Positive(t, got["node2"], "%v", got)
-				var port int
-				var name string
-				require.NoError(t, db.QueryRowContext(ctx, "INSERT INTO "+table+" (v, kind) VALUES ($1, 'spread') RETURNING port, node", nextV()).Scan(&port, &name))
-				n, err := bc.server(port, name)
+				n, err := bc.ranOn(ctx, db, "INSERT INTO "+table+" (v, kind) VALUES ($1, 'spread') RETURNING port, node", nextV())
 				require.NoError(t, err)
 				assert.Equal(t, "node0", n)
 			})
@@ -893,10 +898,7 @@ func TestPgBouncerWorkingConfigurations(t *testing.T) {
 				face := db.SQL()
 				got := bc.whoServesEach(t, ctx, face, 10)
 				assert.Zero(t, got["node0"], "%v", got)
-				var port int
-				var name string
-				require.NoError(t, face.QueryRowContext(ctx, "INSERT INTO "+table+" (v, kind) VALUES ($1, 'face') RETURNING port, node", nextV()).Scan(&port, &name))
-				n, err := bc.server(port, name)
+				n, err := bc.ranOn(ctx, face, "INSERT INTO "+table+" (v, kind) VALUES ($1, 'face') RETURNING port, node", nextV())
 				require.NoError(t, err)
 				assert.Equal(t, "node0", n)
 				tx, err := face.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
