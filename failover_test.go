@@ -184,11 +184,7 @@ func TestAutoPromote(t *testing.T) {
 		pc.probe()
 		testwait.Until(t, 10*time.Second, "promotion", func() bool { return pc.pg[2].promotes.Load() == 1 })
 		assert.Zero(t, pc.pg[1].promotes.Load())
-		testwait.Until(t, 10*time.Second, "promotion finished", func() bool {
-			pc.db.mu.Lock()
-			defer pc.db.mu.Unlock()
-			return !pc.db.hs.promoting
-		})
+		pc.promotionEnded(t)
 		pc.probe()
 		assert.Equal(t, "replica2", pc.db.Status().Primary)
 		assert.Contains(t, pc.eventKinds(), EventPromoted)
@@ -243,11 +239,7 @@ func TestAutoPromoteHearsFromEveryReplicaThatIsUp(t *testing.T) {
 		for i := 0; i < 10 && pc.pg[1].promotes.Load()+pc.pg[2].promotes.Load() == 0; i++ {
 			pc.clock.advance(time.Second)
 			pc.probe()
-			testwait.Until(t, 10*time.Second, "the promotion attempt ended", func() bool {
-				pc.db.mu.Lock()
-				defer pc.db.mu.Unlock()
-				return !pc.db.hs.promoting
-			})
+			pc.promotionEnded(t)
 		}
 	}
 	t.Run("a kept connection that died idle is asked again on a new one", func(t *testing.T) {

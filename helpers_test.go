@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dbrouter/dbrouter/internal/fakedriver"
+	"github.com/dbrouter/dbrouter/internal/testwait"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -271,6 +272,16 @@ func newPGClusterSetup(t testing.TB, replicas int, setup func([]*fakePG), opts .
 
 // probe probes every node once, as one round of the background loop would.
 func (pc *pgCluster) probe() { pc.db.probeAll() }
+
+// promotionEnded waits until no promotion attempt is running.
+func (pc *pgCluster) promotionEnded(t testing.TB) {
+	t.Helper()
+	testwait.Until(t, 10*time.Second, "the promotion attempt to end", func() bool {
+		pc.db.mu.Lock()
+		defer pc.db.mu.Unlock()
+		return !pc.db.hs.promoting
+	})
+}
 
 // eventKinds returns the kinds of the events delivered so far, once every
 // event queued before the call was delivered.
