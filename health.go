@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -295,31 +296,18 @@ func (db *DB) primaryIsSlow(gen uint64) {
 func (db *DB) probe(ctx context.Context, n *node) probeResult {
 	n.probeMu.Lock()
 	defer n.probeMu.Unlock()
-	r, kept := db.probeOnceLocked(ctx, n)
-	if kept && diedIdle(r.err) && ctx.Err() == nil {
-		// The connection kept since the last probe died as it idled
-		// (the server's idle_session_timeout, a DBA's pg_terminate_backend,
-		// a pooler's or a firewall's idle cut). That says nothing of the
-		// server now: ask again, on a new connection.
-		r, _ = db.probeOnceLocked(ctx, n)
+	var r probeResult
+	err := n.onProbeConnLocked(ctx, func(conn *sql.Conn) error {
+		r = db.cfg.dialect.probe(ctx, conn, n.simple)
+		return r.err
+	})
+	if _, ok := errors.AsType[*connectError](err); ok {
+		return probeResult{err: err}
 	}
-	return r
-}
-
-// probeOnceLocked runs one probe of n; kept says it ran on the connection
-// kept since the last probe rather than a new one. n.probeMu is held.
-func (db *DB) probeOnceLocked(ctx context.Context, n *node) (r probeResult, kept bool) {
-	kept = n.keptProbeConnLocked()
-	conn, err := n.probeConnLocked(ctx)
-	if err != nil {
-		return probeResult{err: &connectError{err}}, kept
-	}
-	r = db.cfg.dialect.probe(ctx, conn, n.simple)
-	n.releaseProbeConnLocked(r.err)
 	if r.err != nil {
 		r.err = fmt.Errorf("waiting for the answer: %w", r.err)
 	}
-	return r, kept
+	return r
 }
 
 // diedIdle says a probe's error on a kept connection is that connection's

@@ -308,29 +308,33 @@ func (n *node) dropProbeConn() {
 }
 
 // probeQueryRow runs a one-row query of the router's own (not a probe) on
-// the probes' connection of n and scans it into dest, within ctx. When the
-// connection kept since the last probe died as it idled, it asks again on a
-// new one, as a probe does (see DB.probe).
+// the probes' connection of n and scans it into dest, within ctx.
 func (n *node) probeQueryRow(ctx context.Context, query string, dest ...any) error {
 	n.probeMu.Lock()
 	defer n.probeMu.Unlock()
-	kept := n.keptProbeConnLocked()
-	err := n.probeQueryRowLocked(ctx, query, dest)
-	if kept && diedIdle(err) && ctx.Err() == nil {
-		err = n.probeQueryRowLocked(ctx, query, dest)
-	}
-	return err
+	return n.onProbeConnLocked(ctx, func(c *sql.Conn) error {
+		return c.QueryRowContext(ctx, query, n.simple...).Scan(dest...)
+	})
 }
 
-// probeQueryRowLocked is one try of probeQueryRow. n.probeMu is held.
-func (n *node) probeQueryRowLocked(ctx context.Context, query string, dest []any) error {
-	c, err := n.probeConnLocked(ctx)
-	if err != nil {
-		return err
+// onProbeConnLocked runs do on the probes' connection of n, and once more on
+// a new one when the connection kept since the last probe died as it idled
+// (the server's idle_session_timeout, a DBA's pg_terminate_backend, a
+// pooler's or a firewall's idle cut; see diedIdle): that says nothing of the
+// server now. A failure to connect is a *connectError. n.probeMu is held.
+func (n *node) onProbeConnLocked(ctx context.Context, do func(*sql.Conn) error) error {
+	for retried := false; ; retried = true {
+		kept := n.keptProbeConnLocked()
+		conn, err := n.probeConnLocked(ctx)
+		if err != nil {
+			return &connectError{err}
+		}
+		err = do(conn)
+		n.releaseProbeConnLocked(err)
+		if retried || !kept || !diedIdle(err) || ctx.Err() != nil {
+			return err
+		}
 	}
-	err = c.QueryRowContext(ctx, query, n.simple...).Scan(dest...)
-	n.releaseProbeConnLocked(err)
-	return err
 }
 
 // connectorOf returns the driver.Connector h was opened with (sql.OpenDB's
