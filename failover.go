@@ -496,16 +496,20 @@ type promotionFact struct {
 // askPromotionFacts asks every node promotionProbe, in parallel, each within
 // the probe timeout.
 func (db *DB) askPromotionFacts() []promotionFact {
-	facts := make([]promotionFact, len(db.nodeList()))
+	nodes := db.nodeList() // once: members may join meanwhile
+	facts := make([]promotionFact, len(nodes))
+	candidate := make([]bool, len(nodes))
+	db.mu.Lock()
+	for i, n := range nodes {
+		candidate[i] = db.promotionCandidateLocked(n)
+	}
+	db.mu.Unlock()
 	var wg sync.WaitGroup
-	for i, n := range db.nodeList() {
-		db.mu.Lock()
-		candidate := db.promotionCandidateLocked(n)
-		db.mu.Unlock()
+	for i, n := range nodes {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(db.ctx, db.cfg.probeTimeout)
 			defer cancel()
-			f := promotionFact{n: n, candidate: candidate}
+			f := promotionFact{n: n, candidate: candidate[i]}
 			var replay, receive, sysid string
 			f.err = n.probeQueryRow(ctx, promotionProbe, &f.inRecovery, &replay, &receive,
 				&f.timeline, &f.receiver, &f.started, &f.port, &sysid)
