@@ -735,26 +735,31 @@ func (ln *localNode) kill(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	kids := childrenOf(pm)
+	pmProc, _ := procOf(pm) // by pid and start time: once it exited, its pid may soon name another test's process
 	stopErr := ln.pgCtlStop(ctx, "immediate")
-	if stopErr == nil && !alive(pm) {
+	if stopErr == nil && !pmProc.alive() {
 		return nil
 	}
-	// pg_ctl failed (stale pid file: already gone) or left something behind.
-	for _, pid := range append(childrenOf(pm), kids...) {
-		if alive(pid) {
+	// pg_ctl failed (stale pid file: already gone) or left something
+	// behind: SIGKILL what still works in the data directory, found by its
+	// working directory, never by a pid seen before.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		left := procsWorkingIn(ln.dir)
+		if pmProc.alive() {
+			left = append(left, pm)
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		for _, pid := range left {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(stopErr, fmt.Errorf("pgcluster: %s: processes %v still alive after SIGKILL: %w", ln.n.name, left, ctx.Err()))
+		case <-time.After(procPollInterval):
+		}
 	}
-	if alive(pm) {
-		_ = syscall.Kill(pm, syscall.SIGKILL)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for alive(pm) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if alive(pm) {
-		return errors.Join(stopErr, fmt.Errorf("pgcluster: %s: postmaster %d still alive after SIGKILL", ln.n.name, pm))
-	}
-	return nil
 }

@@ -108,18 +108,37 @@ func TestLocalCluster(t *testing.T) {
 	testCluster(t, BackendLocal, localFootprint)
 }
 
+// startCloseTest starts a local cluster for a test of its Close, which the
+// test calls; ctx ends with the test.
+func startCloseTest(t *testing.T) (context.Context, *Cluster, *localCluster) {
+	t.Helper()
+	requireLocal(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	c := &Cluster{backend: BackendLocal, logf: t.Logf}
+	require.NoError(t, startLocal(ctx, c, Options{}))
+	return ctx, c, c.impl.(*localCluster)
+}
+
 // TestLocalCloseHalfStarted closes a cluster whose replica never started: the
 // primary runs, the replica's data dir is missing.
 func TestLocalCloseHalfStarted(t *testing.T) {
-	requireLocal(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c := &Cluster{backend: BackendLocal, logf: t.Logf}
-	require.NoError(t, startLocal(ctx, c, Options{}))
-	lc := c.impl.(*localCluster)
+	ctx, c, lc := startCloseTest(t)
 	ghost := &localNode{lc: lc, dir: lc.base + "/ghost", logPath: lc.base + "/ghost.log"}
 	ghost.n = &Node{c: c, name: "ghost", host: "127.0.0.1", impl: ghost}
 	lc.nodes = append(lc.nodes, ghost)
+
+	checkGone := localFootprint(ctx, t, c)
+	require.NoError(t, c.Close())
+	checkGone(t)
+}
+
+// TestLocalCloseWhenPgCtlFails closes a cluster whose pg_ctl stop fails
+// while every server runs: Close falls back to SIGKILL of what works in each
+// data directory, and leaves neither a process nor the temp dir behind.
+func TestLocalCloseWhenPgCtlFails(t *testing.T) {
+	ctx, c, lc := startCloseTest(t)
+	lc.bin.pgCtl = "/bin/false"
 
 	checkGone := localFootprint(ctx, t, c)
 	require.NoError(t, c.Close())
