@@ -266,3 +266,29 @@ func TestSQLFaceAllocations(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkExecParts splits the router's cost on ExecContext (no-op driver,
+// the pools of TestOverheadReport): a raw *sql.DB, the primary's own handle
+// called directly (the cost of the router's pools without its code), and the
+// router.
+func BenchmarkExecParts(b *testing.B) {
+	raw, db := overheadTargets(b)
+	ctx := context.Background()
+	const update = "UPDATE accounts SET balance = balance + $1 WHERE id = $2"
+	for _, tg := range []struct {
+		name string
+		exec func() error
+	}{
+		{"raw", func() error { _, err := raw.ExecContext(ctx, update, 10, 1); return err }},
+		{"primary-handle", func() error { _, err := db.table.Load().primary.db.ExecContext(ctx, update, 10, 1); return err }},
+		{"router", func() error { _, err := db.ExecContext(ctx, update, 10, 1); return err }},
+	} {
+		b.Run(tg.name, func(b *testing.B) {
+			for b.Loop() {
+				if err := tg.exec(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
