@@ -706,6 +706,40 @@ func checkWriteErrors(t *testing.T, writes []stmt, allowDeadline bool) {
 	}
 }
 
+// faultRun is where a Patroni fault test starts: a DB over the shared
+// cluster (see openPatroniDB), the leader before the fault, a table of
+// createPatroniTable, and a mixed load (4 readers, 3 writers) whose writes
+// the leader has served.
+type faultRun struct {
+	ctx    context.Context
+	db     *dbrouter.DB
+	events *eventLog
+	leader *pgcluster.PatroniMember
+	tbl    string
+	l      *patroniLoad
+}
+
+// startFaultRun starts a faultRun on pc whose ctx ends after timeout; the
+// table's name begins with prefix.
+func startFaultRun(t *testing.T, pc *pgcluster.PatroniCluster, timeout time.Duration, prefix string) faultRun {
+	t.Helper()
+	r := faultRun{ctx: testContext(t, timeout)}
+	r.db, r.events = openPatroniDB(t, pc)
+	var err error
+	r.leader, err = pc.Leader(r.ctx)
+	require.NoError(t, err)
+	r.tbl = createPatroniTable(t, r.ctx, r.db, prefix)
+	return r
+}
+
+// load starts r's mixed load, once the caller set up what must watch it
+// from its first statement, and waits until the leader served it.
+func (r *faultRun) load(t *testing.T) {
+	t.Helper()
+	r.l = startPatroniLoad(t, r.db, r.tbl, 4, 3)
+	r.l.waitServed(t, true, r.leader.Name(), 20, time.Minute)
+}
+
 // TestPatroniSwitchoverUnderLoad: a switchover (POST /switchover) under a
 // mixed load. No read fails, no write is acknowledged by a node without the
 // leader key, writes reach the new leader right after it accepts them,
@@ -713,14 +747,11 @@ func checkWriteErrors(t *testing.T, writes []stmt, allowDeadline bool) {
 // reads again once it rejoined.
 func TestPatroniSwitchoverUnderLoad(t *testing.T) {
 	pc := patroniCluster(t)
-	ctx := testContext(t, 2*time.Minute)
-	db, events := openPatroniDB(t, pc)
-	old, err := pc.Leader(ctx)
-	require.NoError(t, err)
-	tbl := createPatroniTable(t, ctx, db, "pswitch")
+	r := startFaultRun(t, pc, 2*time.Minute, "pswitch")
+	ctx, db, events, old, tbl := r.ctx, r.db, r.events, r.leader, r.tbl
 	keys := watchLeaderKey(t, pc)
-	l := startPatroniLoad(t, db, tbl, 4, 3)
-	l.waitServed(t, true, old.Name(), 20, time.Minute)
+	r.load(t)
+	l := r.l
 	to := otherMembers(pc, old.Name())[0]
 	acc := watchAccepts(t, pc, to)
 
@@ -755,14 +786,11 @@ func TestPatroniSwitchoverUnderLoad(t *testing.T) {
 // afterwards but those the crashed leader had not replicated.
 func TestPatroniLeaderCrash(t *testing.T) {
 	pc := patroniCluster(t)
-	ctx := testContext(t, 3*time.Minute)
-	db, events := openPatroniDB(t, pc)
-	old, err := pc.Leader(ctx)
-	require.NoError(t, err)
-	tbl := createPatroniTable(t, ctx, db, "pcrash")
+	r := startFaultRun(t, pc, 3*time.Minute, "pcrash")
+	ctx, db, events, old, tbl := r.ctx, r.db, r.events, r.leader, r.tbl
 	keys := watchLeaderKey(t, pc)
-	l := startPatroniLoad(t, db, tbl, 4, 3)
-	l.waitServed(t, true, old.Name(), 20, time.Minute)
+	r.load(t)
+	l := r.l
 	acc := watchAccepts(t, pc, otherMembers(pc, old.Name())...)
 
 	killAt := time.Now()
@@ -811,14 +839,11 @@ func TestPatroniLeaderHang(t *testing.T) {
 	if !pc.HungLeaderFixed() {
 		t.Fatalf("Patroni %s gives the leader key back to a leader that hung past ttl (etcd3; fixed by patroni PR 2689 in 3.0.3): install Patroni 4 with .ci/patroni-setup.sh", pc.Version())
 	}
-	ctx := testContext(t, 3*time.Minute)
-	db, events := openPatroniDB(t, pc)
-	old, err := pc.Leader(ctx)
-	require.NoError(t, err)
-	tbl := createPatroniTable(t, ctx, db, "phang")
+	r := startFaultRun(t, pc, 3*time.Minute, "phang")
+	ctx, db, events, old, tbl := r.ctx, r.db, r.events, r.leader, r.tbl
 	keys := watchLeaderKey(t, pc)
-	l := startPatroniLoad(t, db, tbl, 4, 3)
-	l.waitServed(t, true, old.Name(), 20, time.Minute)
+	r.load(t)
+	l := r.l
 	acc := watchAccepts(t, pc, otherMembers(pc, old.Name())...)
 
 	// A write in flight on the leader when it hangs, with a deadline
@@ -895,13 +920,9 @@ func TestPatroniLeaderHang(t *testing.T) {
 // (EventSourceReachable).
 func TestPatroniRESTAPIsFrozen(t *testing.T) {
 	pc := patroniCluster(t)
-	ctx := testContext(t, 2*time.Minute)
-	db, events := openPatroniDB(t, pc)
-	leader, err := pc.Leader(ctx)
-	require.NoError(t, err)
-	tbl := createPatroniTable(t, ctx, db, "pfrozen")
-	l := startPatroniLoad(t, db, tbl, 4, 3)
-	l.waitServed(t, true, leader.Name(), 20, time.Minute)
+	r := startFaultRun(t, pc, 2*time.Minute, "pfrozen")
+	r.load(t)
+	ctx, db, events, leader, l := r.ctx, r.db, r.events, r.leader, r.l
 	replicas := otherMembers(pc, leader.Name())
 	require.True(t, db.Status().Discovery.Reachable)
 
