@@ -173,8 +173,8 @@ func newDB(driverName string, handles []*sql.DB, dsns, names []string, owned boo
 // Primary returns the handle of the current primary: the escape hatch for
 // what the router does not cover (COPY, LISTEN, driver-specific calls).
 // Statements run on it directly bypass routing, sessions and counters. While
-// no primary is known it returns the last known one if it is not fenced,
-// else the first node in configuration order that is not fenced (which may
+// no primary is known it returns the last known one if it is not fenced
+// and still a member, else the first node in configuration order that is not fenced (which may
 // be a replica); PrimaryContext waits for a primary instead.
 func (db *DB) Primary() *sql.DB {
 	if p := db.table.Load().primary; p != nil {
@@ -182,7 +182,7 @@ func (db *DB) Primary() *sql.DB {
 	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if p := db.hs.lastPrimary; p != nil && !p.h.fenced {
+	if p := db.hs.lastPrimary; p != nil && !p.h.fenced && p.ctx.Err() == nil { // not a member that left: its handle is closed once idle
 		return p.db
 	}
 	nodes := db.nodeList()

@@ -45,6 +45,13 @@ type discovered struct {
 
 func newDiscovered(t *testing.T, opts ...Option) *discovered {
 	t.Helper()
+	return newDiscoveredSetup(t, func(map[string]*fakePG) {}, opts...)
+}
+
+// newDiscoveredSetup is newDiscovered with setup run on the servers before
+// the DB is opened.
+func newDiscoveredSetup(t *testing.T, setup func(map[string]*fakePG), opts ...Option) *discovered {
+	t.Helper()
 	d := &discovered{src: &fakeSource{}, pg: map[string]*fakePG{}, conn: map[string]*fakedriver.Connector{}}
 	var cs []*fakedriver.Connector
 	for i, name := range []string{"m0", "m1", "m2", "m3"} {
@@ -53,6 +60,7 @@ func newDiscovered(t *testing.T, opts ...Option) *discovered {
 		d.conn[name] = c
 		d.pg[name] = newFakePG(c, i > 0, 1)
 	}
+	setup(d.pg)
 	drv, err := fakedriver.Register(cs...)
 	require.NoError(t, err)
 	d.src.set(nil, d.member("m0", true), d.member("m1", false), d.member("m2", false))
@@ -444,4 +452,60 @@ func TestDiscoveryLoop(t *testing.T) {
 	src.set(nil, Member{Name: "l0", DSN: "l0", Primary: true}, Member{Name: "l2", DSN: "l2"})
 	testwait.Until(t, 10*time.Second, "l2 serving reads", func() bool { return served(t, db, ctx, "SELECT 1") == "l2" })
 	testwait.Until(t, 10*time.Second, "l1 gone", func() bool { _, ok := db.Status().Node("l1"); return !ok })
+}
+
+// TestPrimaryNeverHandsOutAMemberThatLeft: the primary leaves the source
+// (a pod that moved: a new DSN is a new member) while the member named
+// leader is not promoted yet, so no primary is known. Primary() must not
+// hand out the last primary's handle, which is closed once it is idle.
+func TestPrimaryNeverHandsOutAMemberThatLeft(t *testing.T) {
+	d := newDiscovered(t)
+	require.Equal(t, "m0", d.db.Status().Primary)
+	d.src.set(nil, d.member("m1", true), d.member("m2", false))
+	d.round()
+	require.Equal(t, "", d.db.Status().Primary)
+	testwait.Until(t, 10*time.Second, "m0 to be closed once idle", func() bool {
+		_, ok := d.db.Status().Node("m0")
+		return !ok
+	})
+	_, err := d.db.Primary().ExecContext(context.Background(), "INSERT INTO t VALUES (1)")
+	require.NoError(t, err, "Primary() handed out the handle of a member that left")
+}
+
+// TestAProbeOfAMemberThatLeftIsNotRecorded: a member leaves (here: moves,
+// the same name with a new DSN) while its probe waits for the server. Its
+// probe, cancelled as it leaves, must not count as a failure: no "node
+// down" for a member that left healthy, under the name the new member now
+// has.
+func TestAProbeOfAMemberThatLeftIsNotRecorded(t *testing.T) {
+	d := newDiscovered(t, WithFailureThreshold(1))
+	entered := make(chan struct{}, 1)
+	d.conn["m2"].SetHook(func(ctx context.Context, op fakedriver.Op, q string) error {
+		if q == postgresProbe {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-ctx.Done() // until the member leaves
+			return ctx.Err()
+		}
+		return nil
+	})
+	n := d.db.mem.Load().byName["m2"]
+	done := make(chan struct{})
+	go func() { d.db.probeAndApply(n); close(done) }()
+	<-entered
+	d.src.set(nil, d.member("m0", true), d.member("m1", false), Member{Name: "m2", DSN: "m3"})
+	d.db.discover() // the old m2 leaves, its probe is cancelled
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the probe of the member that left did not end")
+	}
+	for _, e := range d.db.Status().Events {
+		assert.NotEqual(t, EventNodeDown, e.Kind, "%s: %v", e.Node, e.Err)
+	}
+	s, ok := d.db.Status().Node("m2")
+	require.True(t, ok)
+	assert.Equal(t, StateUp, s.State, "the new m2")
 }

@@ -93,7 +93,9 @@ func (db *DB) rebuildLocked(now time.Time) []Event {
 	}
 
 	for _, n := range db.nodeList() {
-		fenced := roles && n.h.probed && n.h.up && n.h.role == RolePrimary && n != primary
+		// A fenced node stays fenced while it is down: it never said it
+		// was in recovery, and it comes back as it left.
+		fenced := roles && n.h.probed && (n.h.up || n.h.fenced) && n.h.role == RolePrimary && n != primary
 		splitNow := n == splitBy[0] || n == splitBy[1]
 		// A node fenced already (the other one's rival, before the rivalry
 		// was confirmed) is fenced again for the reason it is fenced now.
@@ -411,6 +413,9 @@ func (db *DB) promotionDueLocked(now time.Time) bool {
 	if !db.cfg.autoPromote || !db.cfg.dialect.knowsRoles() || hs.primary != nil || hs.promoting ||
 		hs.promoted != nil || now.Sub(hs.lostAt) < db.cfg.autoPromoteAfter {
 		return false
+	}
+	if hs.source != nil && hs.source.Reachable {
+		return false // the source names the primary (see leaderLocked): promoting is its HA manager's job
 	}
 	voters, candidates := 0, 0
 	for _, n := range db.nodeList() {

@@ -768,3 +768,88 @@ func TestAnAliasOfARestartedPrimaryIsNoRival(t *testing.T) {
 	assert.Equal(t, "primary", pc.db.Status().Primary)
 	assert.Zero(t, pc.db.Status().EventCounts[EventNoPrimary])
 }
+
+// TestAutoPromoteNeverPromotesBehindAnAnsweringSource: with OpenDiscovered,
+// a source that answers decides who is primary (only the leader it names
+// takes writes). While it answers, naming a leader the router cannot reach,
+// the router must not promote a replica behind the HA manager's back.
+func TestAutoPromoteNeverPromotesBehindAnAnsweringSource(t *testing.T) {
+	clock := newFakeClock()
+	d := newDiscovered(t, withClock(clock), WithAutoPromote(time.Second), WithFailureThreshold(1))
+	d.round() // the replicas are seen streaming from m0
+	d.pg["m0"].fail.Store(true)
+	d.pg["m1"].streaming.Store(false)
+	d.pg["m2"].streaming.Store(false)
+	for range 3 {
+		d.round()
+		clock.advance(2 * time.Second)
+		promotionEnded(t, d.db)
+	}
+	require.True(t, d.db.Status().Discovery.Reachable)
+	require.Equal(t, "m0", d.db.Status().Discovery.Leader)
+	assert.Zero(t, d.pg["m1"].promotes.Load()+d.pg["m2"].promotes.Load(), "promoted while the source names another leader")
+
+	d.src.set(errors.New("etcd down")) // the source is gone too: the router's own rules apply
+	for range 3 {
+		d.round()
+		clock.advance(2 * time.Second)
+		promotionEnded(t, d.db)
+	}
+	assert.Equal(t, int32(1), d.pg["m1"].promotes.Load()+d.pg["m2"].promotes.Load(), "promotions once the source is unreachable too")
+}
+
+// TestAutoPromoteWaitsFromOpenWhenNoPrimaryWasEverKnown: OpenDiscovered
+// starts with no primary until a probe finds the leader. When the leader
+// cannot be probed from the start, WithAutoPromote's wait still counts from
+// Open: no promotion an instant after Open with WithAutoPromote(time.Hour).
+func TestAutoPromoteWaitsFromOpenWhenNoPrimaryWasEverKnown(t *testing.T) {
+	clock := newFakeClock()
+	d := newDiscoveredSetup(t, func(pg map[string]*fakePG) { pg["m0"].fail.Store(true) },
+		withClock(clock), WithAutoPromote(time.Hour), WithFailureThreshold(1))
+	require.Equal(t, "", d.db.Status().Primary)
+	d.src.set(errors.New("etcd down"))
+	d.round() // the replicas are seen streaming; the source does not answer
+	d.pg["m1"].streaming.Store(false)
+	d.pg["m2"].streaming.Store(false)
+	d.round()
+	promotionEnded(t, d.db)
+	assert.Zero(t, d.pg["m1"].promotes.Load()+d.pg["m2"].promotes.Load(), "promoted right after Open, with WithAutoPromote(time.Hour)")
+
+	clock.advance(time.Hour)
+	d.round()
+	promotionEnded(t, d.db)
+	assert.Equal(t, int32(1), d.pg["m1"].promotes.Load()+d.pg["m2"].promotes.Load(), "promotions after the hour")
+}
+
+// TestAFencedPrimaryStaysFencedWhileDown: the old primary, fenced on its
+// old timeline while the new primary is out of reach, goes down. It is not
+// "unfenced" (it never reported being in recovery), Primary() does not hand
+// it out, and no "fenced" again when it comes back the same.
+func TestAFencedPrimaryStaysFencedWhileDown(t *testing.T) {
+	pc := newPGCluster(t, 2, WithFailureThreshold(1))
+	pc.pg[0].fail.Store(true)
+	pc.pg[1].fail.Store(true) // promoted, but out of this router's reach
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	pc.pg[2].timeline.Store(2) // replica2 streams from it on timeline 2
+	pc.probe()
+	pc.pg[0].fail.Store(false) // the old primary back, on timeline 1
+	pc.probe()
+	require.Equal(t, StateFenced, nodeStatus(t, pc.db, "primary").State)
+	require.NotSame(t, pc.dbs[0], pc.db.Primary())
+	fenced, unfenced := len(pc.eventsOf(EventFenced)), len(pc.eventsOf(EventUnfenced))
+
+	pc.pg[0].fail.Store(true)
+	pc.probe()
+	assert.Equal(t, StateDown, nodeStatus(t, pc.db, "primary").State)
+	assert.NotSame(t, pc.dbs[0], pc.db.Primary(), "Primary() handed out the old timeline's server")
+	pc.pg[0].fail.Store(false)
+	pc.probe()
+	assert.Equal(t, StateFenced, nodeStatus(t, pc.db, "primary").State)
+	assert.Len(t, pc.eventsOf(EventUnfenced), unfenced, "unfenced while it went down and came back")
+	assert.Len(t, pc.eventsOf(EventFenced), fenced, "fenced again")
+
+	pc.pg[0].inRecovery.Store(true) // rewound and following: a replica
+	pc.probe()
+	assert.Len(t, pc.eventsOf(EventUnfenced), unfenced+1)
+}

@@ -61,6 +61,7 @@ func (db *DB) startHealth() {
 		n.h = nodeHealth{up: true, role: n.configured, since: now, bo: db.newBackoff()}
 	}
 	db.mu.Lock()
+	db.hs.lostAt = now // no primary may be known yet (OpenDiscovered): WithAutoPromote's wait counts from here
 	db.table.Store(&table{changed: make(chan struct{})})
 	db.rebuildLocked(now)
 	db.mu.Unlock()
@@ -413,8 +414,11 @@ func (db *DB) downNow(n *node, err error) {
 // reports whether a promotion is due.
 func (db *DB) record(n *node, r probeResult, latency time.Duration) (promote bool) {
 	db.mu.Lock()
-	if db.ctx.Err() != nil {
-		db.mu.Unlock() // closed: write no state after Close
+	if n.ctx.Err() != nil {
+		// n left the DB (or the DB closed) while it was probed: its probe
+		// was cancelled, which says nothing of its health, and nothing of
+		// it is written after Close.
+		db.mu.Unlock()
 		return false
 	}
 	now := db.cfg.clock.now()

@@ -276,10 +276,16 @@ func (pc *pgCluster) probe() { pc.db.probeAll() }
 // promotionEnded waits until no promotion attempt is running.
 func (pc *pgCluster) promotionEnded(t testing.TB) {
 	t.Helper()
+	promotionEnded(t, pc.db)
+}
+
+// promotionEnded waits until no promotion attempt of db is running.
+func promotionEnded(t testing.TB, db *DB) {
+	t.Helper()
 	testwait.Until(t, 10*time.Second, "the promotion attempt to end", func() bool {
-		pc.db.mu.Lock()
-		defer pc.db.mu.Unlock()
-		return !pc.db.hs.promoting
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		return !db.hs.promoting
 	})
 }
 

@@ -225,8 +225,10 @@ func WithPrimaryWait(d time.Duration) Option {
 // gone: none reports a streaming WAL receiver, and at least one that was seen
 // streaming no longer does. It promotes, among the replicas on the newest
 // timeline, the one with the highest replayed LSN. Off by default: leave
-// failover to Patroni or your cloud's HA when you have one. PostgreSQL
-// dialect only; the probing role must be able to read pg_stat_wal_receiver
+// failover to Patroni or your cloud's HA when you have one. With
+// OpenDiscovered it never promotes while the source answers: the source
+// names the primary, and its HA manager promotes. The wait counts from Open
+// when no primary was known yet. PostgreSQL dialect only; the probing role must be able to read pg_stat_wal_receiver
 // (pg_monitor). after must be > 0.
 func WithAutoPromote(after time.Duration) Option {
 	return func(c *config) {
