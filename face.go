@@ -95,6 +95,13 @@ type physConn struct {
 	conn  *sql.Conn
 	dc    driver.Conn
 	owner *vconn // when it is its owner's spare, reused statement after statement
+
+	// Held by its vconn: how many rows opened on it are not closed yet, and
+	// whether the vconn gave it up meanwhile (see vconn.drop), to be
+	// released, discarded or not, as the last of them is closed.
+	rows    int
+	orphan  bool
+	discard bool
 }
 
 // acquire takes a connection of n's pool for c.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -417,4 +419,146 @@ func TestConvertArgs(t *testing.T) {
 	assert.Equal(t, []driver.NamedValue{{Ordinal: 1, Value: int64(7)}, {Ordinal: 2, Value: "v"}, {Ordinal: 3, Value: int64(3)}}, got)
 	_, err = convertArgs(dc, []driver.NamedValue{{Ordinal: 1, Value: struct{}{}}})
 	assert.Error(t, err, "what database/sql cannot convert is refused")
+}
+
+// TestASessionStatementAfterAWritePinsForGood: a *sql.Conn writes (its
+// server connection is kept), then SETs. That server connection holds the
+// SET: it is closed with the Conn, never given back to the primary's pool
+// for another caller to inherit; after a failover, the Conn's statements
+// fail with ErrSessionMoved and its Close does not panic.
+func TestASessionStatementAfterAWritePinsForGood(t *testing.T) {
+	ctx := context.Background()
+	setAfterWrite := func(t *testing.T) (*pgCluster, *sql.Conn) {
+		pc := newPGCluster(t, 1)
+		c, err := pc.db.SQL().Conn(ctx)
+		require.NoError(t, err)
+		_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+		require.NoError(t, err)
+		_, err = c.ExecContext(ctx, "SET search_path TO app")
+		require.NoError(t, err)
+		return pc, c
+	}
+	t.Run("closed with the Conn", func(t *testing.T) {
+		pc, c := setAfterWrite(t)
+		require.NoError(t, c.Close())
+		s := pc.dbs[0].Stats()
+		assert.Zero(t, s.OpenConnections, "the server connection holding the SET went back to the pool: %+v", s)
+	})
+	t.Run("after a failover", func(t *testing.T) {
+		pc, c := setAfterWrite(t)
+		pc.pg[1].inRecovery.Store(false)
+		pc.pg[1].timeline.Store(2)
+		pc.probe()
+		_, err := c.ExecContext(ctx, "INSERT INTO t VALUES (2)")
+		require.ErrorIs(t, err, ErrSessionMoved)
+		assert.NotPanics(t, func() { c.Close() })
+	})
+}
+
+// TestAWriteOnAHeldConnectionWhoseNodeLostTheRoleMeanwhile: a write on a
+// server connection a *sql.Conn holds (kept since a write, or pinned by a
+// SET) reports ErrPrimaryLost when its node stopped being the primary
+// while it ran, as a write on a connection taken for it does.
+func TestAWriteOnAHeldConnectionWhoseNodeLostTheRoleMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	for _, first := range []string{"", "INSERT INTO t VALUES (1)", "SET search_path TO app"} {
+		t.Run(first, func(t *testing.T) {
+			pc := newPGCluster(t, 1)
+			c, err := pc.db.SQL().Conn(ctx)
+			require.NoError(t, err)
+			defer c.Close()
+			if first != "" {
+				_, err = c.ExecContext(ctx, first)
+				require.NoError(t, err)
+			}
+			pc.conns[0].SetHook(func(_ context.Context, _ fakedriver.Op, q string) error {
+				if strings.HasPrefix(q, "INSERT demote") {
+					pc.pg[1].inRecovery.Store(false) // replica1 promoted while the write runs
+					pc.pg[1].timeline.Store(2)
+					pc.probe()
+				}
+				return nil
+			})
+			_, err = c.ExecContext(ctx, "INSERT demote")
+			assert.ErrorIs(t, err, ErrPrimaryLost, "Exec")
+			if first != "" {
+				return
+			}
+			pc.pg[1].inRecovery.Store(true) // back as it was, for the query
+			pc.pg[1].timeline.Store(1)
+			pc.probe()
+			require.Equal(t, "primary", pc.db.Status().Primary)
+			_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (2)") // kept
+			require.NoError(t, err)
+			rows, err := c.QueryContext(ctx, "INSERT demote RETURNING id")
+			if err == nil {
+				rows.Close() // (c's Close would wait for them)
+			}
+			assert.ErrorIs(t, err, ErrPrimaryLost, "writing Query")
+		})
+	}
+}
+
+// TestFaceWritesCountAsSent: a write through SQL() counts as sent when it
+// is sent, so that the watch of the primary sees one that hangs.
+func TestFaceWritesCountAsSent(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	n := pc.db.nodeList()[0]
+	release := make(chan struct{})
+	var hung atomic.Bool
+	pc.conns[0].SetHook(func(ctx context.Context, op fakedriver.Op, q string) error {
+		if op == fakedriver.OpExec && q == "INSERT hang" {
+			hung.Store(true)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() { _, err := pc.db.SQL().ExecContext(ctx, "INSERT hang"); done <- err }()
+	testwait.Until(t, 10*time.Second, "the write to hang", hung.Load)
+	n.stuckWrites() // one watch
+	stuck := n.stuckWrites()
+	close(release)
+	require.NoError(t, <-done)
+	assert.True(t, stuck, "a write hung since the last watch: sent %d, ended %d", n.writesSent.Load(), n.writes.Load())
+}
+
+// TestAHeldConnectionIsNotLentUnderOpenRows: a *sql.Conn that wrote reads
+// on its kept server connection; the primary changes while those rows are
+// open, so its next statement lets the kept connection go. It must not go
+// back to the old node's pool, to be lent to someone else, before the rows
+// reading from it are closed.
+func TestAHeldConnectionIsNotLentUnderOpenRows(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	c, err := pc.db.SQL().Conn(ctx)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	rows, err := c.QueryContext(ctx, "SELECT 1") // on the kept server connection
+	require.NoError(t, err)
+
+	pc.pg[1].inRecovery.Store(false) // replica1 promoted
+	pc.pg[1].timeline.Store(2)
+	pc.probe()
+	pc.pg[0].inRecovery.Store(true) // the old primary follows it: a readable replica
+	pc.pg[0].timeline.Store(2)
+	pc.probe()
+	require.Equal(t, "replica1", pc.db.Status().Primary)
+	require.Equal(t, StateUp, nodeStatus(t, pc.db, "primary").State)
+
+	_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (2)")
+	require.NoError(t, err)
+	s := pc.dbs[0].Stats()
+	assert.Equal(t, 1, s.InUse, "the connection the open rows read from went back to the pool: %+v", s)
+	require.True(t, rows.Next())
+	require.NoError(t, rows.Close())
+	s = pc.dbs[0].Stats()
+	assert.Equal(t, 0, s.InUse, "given back once the rows were closed: %+v", s)
+	assert.Equal(t, 1, s.Idle, "a sound connection of a readable node is pooled again: %+v", s)
 }

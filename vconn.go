@@ -120,9 +120,8 @@ func (c *vconn) held() (*physConn, Reason, error) {
 		return c.phys, ReasonTransaction, nil
 	case c.pinned:
 		if c.db.table.Load().primary != c.phys.n {
-			c.bad, c.pinned = true, false
-			c.phys.release(c.db, true)
-			c.phys = nil
+			c.bad = true
+			c.drop(true)
 			return nil, 0, ErrSessionMoved
 		}
 		return c.phys, ReasonSession, nil
@@ -144,10 +143,22 @@ func (c *vconn) keep(p *physConn) {
 // close, when discard is set).
 func (c *vconn) letGo(discard bool) {
 	if c.kept {
-		c.kept = false
-		c.phys.release(c.db, discard)
-		c.phys = nil
+		c.drop(discard)
 	}
+}
+
+// drop gives up the connection c holds: back to its pool (for the pool to
+// close, when discard is set) at once, or, while rows opened on it are
+// still read, once the last of them is closed, so that no one else is lent
+// a connection those rows read from.
+func (c *vconn) drop(discard bool) {
+	p := c.phys
+	c.phys, c.kept, c.pinned = nil, false, false
+	if p.rows > 0 {
+		p.orphan, p.discard = true, discard
+		return
+	}
+	p.release(c.db, discard)
 }
 
 // heldFailed lets go of a kept connection whose statement failed with a
@@ -181,6 +192,12 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 			n := p.n
 			c.heldFailed(err)
 			return nil, nodeErr(n, "query", err)
+		}
+		if write && !c.tx {
+			if lost := c.db.lostPrimary(p.n, rows); lost != nil {
+				c.db.noteWrite(routeOf(ctx).session) // it may have committed
+				return nil, lost
+			}
 		}
 		var over *atomic.Bool
 		if s := routeOf(ctx).session; write && !c.tx && s != nil {
@@ -281,6 +298,10 @@ func (c *vconn) newRows(rows driver.Rows, release *physConn, over *atomic.Bool) 
 		r = &c.rows
 	}
 	*r = vrows{Rows: rows, c: c, release: release, over: over}
+	if release == nil {
+		r.on = c.phys // the connection c holds: see drop
+		r.on.rows++
+	}
 	return r
 }
 
@@ -297,7 +318,7 @@ func (c *vconn) done(n *node, write, session bool, err error) {
 		c.wrote = true
 	}
 	if session && c.phys != nil {
-		c.pinned = true
+		c.pinned, c.kept = true, false // for good: never given back as a kept connection is
 	}
 }
 
@@ -328,6 +349,9 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 			c.heldFailed(err)
 			return nil, nodeErr(n, "exec", err)
 		}
+		if !c.tx && !c.db.stillPrimary(p.n) {
+			return nil, nodeErr(p.n, "exec", ErrPrimaryLost) // it stopped being the primary while the write ran
+		}
 		return res, nil
 	}
 	rc, d, p, err := c.take(ctx, query, true)
@@ -335,6 +359,7 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 		c.db.observe(ctx, start, nil, d.why, query, true, err)
 		return nil, err
 	}
+	p.n.sent(true)
 	res, err := execOn(ctx, p.dc, query, args)
 	c.done(d.n, true, false, err)
 	c.db.observe(ctx, start, d.n, d.why, query, true, err)
@@ -464,9 +489,7 @@ func (t *vtx) end(err error) error {
 	case err == nil && (t.write || c.kept):
 		c.kept = true // its writes' connection, or the one kept before
 	default:
-		c.kept = false
-		c.phys.release(c.db, isConnError(err))
-		c.phys = nil
+		c.drop(isConnError(err))
 	}
 	return err
 }
@@ -555,8 +578,7 @@ func (c *vconn) CheckNamedValue(*driver.NamedValue) error { return nil }
 func (c *vconn) Close() error {
 	c.letGo(false)
 	if c.phys != nil {
-		c.phys.release(c.db, true)
-		c.phys = nil
+		c.drop(true)
 	}
 	return nil
 }

@@ -152,6 +152,7 @@ type vrows struct {
 	driver.Rows
 	c       *vconn
 	release *physConn    // nil when the rows run on a connection their vconn holds
+	on      *physConn    // that connection, then
 	over    *atomic.Bool // set on Close: a writing query, for sessions
 }
 
@@ -168,6 +169,11 @@ func (r *vrows) Close() error {
 	err := r.Rows.Close()
 	if r.release != nil {
 		r.release.release(r.c.db, isConnError(err))
+	}
+	if p := r.on; p != nil {
+		if p.rows--; p.rows == 0 && p.orphan {
+			p.release(r.c.db, p.discard || isConnError(err)) // its vconn gave it up while these rows were read
+		}
 	}
 	if r.over != nil {
 		r.over.Store(true)
