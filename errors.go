@@ -86,7 +86,7 @@ func (e *OptionError) Unwrap() error { return ErrInvalidOption }
 // unwraps to the driver's error, so errors.Is and errors.As see through it.
 type NodeError struct {
 	Node string // the node's name
-	Op   string // "query", "exec", "begin", "prepare", "conn", "ping", "probe", "close", "promote"
+	Op   string // "query", "exec", "begin", "commit", "rollback", "prepare", "conn", "ping", "probe", "close", "promote"
 	Err  error
 }
 

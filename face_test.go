@@ -4,8 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
+	"net"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -429,12 +432,8 @@ func TestConvertArgs(t *testing.T) {
 func TestASessionStatementAfterAWritePinsForGood(t *testing.T) {
 	ctx := context.Background()
 	setAfterWrite := func(t *testing.T) (*pgCluster, *sql.Conn) {
-		pc := newPGCluster(t, 1)
-		c, err := pc.db.SQL().Conn(ctx)
-		require.NoError(t, err)
-		_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (1)")
-		require.NoError(t, err)
-		_, err = c.ExecContext(ctx, "SET search_path TO app")
+		pc, c := connThatWrote(t)
+		_, err := c.ExecContext(ctx, "SET search_path TO app")
 		require.NoError(t, err)
 		return pc, c
 	}
@@ -527,6 +526,21 @@ func TestFaceWritesCountAsSent(t *testing.T) {
 	assert.True(t, stuck, "a write hung since the last watch: sent %d, ended %d", n.writesSent.Load(), n.writes.Load())
 }
 
+// connThatWrote returns a primary + 1 replica and a *sql.Conn of SQL()
+// that ran a write, so holds the primary's server connection it ran on; it
+// is closed when the test ends (closing it twice is harmless).
+func connThatWrote(t *testing.T) (*pgCluster, *sql.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	c, err := pc.db.SQL().Conn(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	return pc, c
+}
+
 // TestAHeldConnectionIsNotLentUnderOpenRows: a *sql.Conn that wrote reads
 // on its kept server connection; the primary changes while those rows are
 // open, so its next statement lets the kept connection go. It must not go
@@ -534,12 +548,7 @@ func TestFaceWritesCountAsSent(t *testing.T) {
 // reading from it are closed.
 func TestAHeldConnectionIsNotLentUnderOpenRows(t *testing.T) {
 	ctx := context.Background()
-	pc := newPGCluster(t, 1)
-	c, err := pc.db.SQL().Conn(ctx)
-	require.NoError(t, err)
-	defer c.Close()
-	_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (1)")
-	require.NoError(t, err)
+	pc, c := connThatWrote(t)
 	rows, err := c.QueryContext(ctx, "SELECT 1") // on the kept server connection
 	require.NoError(t, err)
 
@@ -561,4 +570,46 @@ func TestAHeldConnectionIsNotLentUnderOpenRows(t *testing.T) {
 	s = pc.dbs[0].Stats()
 	assert.Equal(t, 0, s.InUse, "given back once the rows were closed: %+v", s)
 	assert.Equal(t, 1, s.Idle, "a sound connection of a readable node is pooled again: %+v", s)
+}
+
+// TestAFailedBeginOnAKeptConnectionLetsItGo: a *sql.Conn that wrote keeps
+// its server connection; a BEGIN that fails there on a broken connection
+// lets it go, so the Conn's next statement runs on a sound one.
+func TestAFailedBeginOnAKeptConnectionLetsItGo(t *testing.T) {
+	ctx := context.Background()
+	pc, c := connThatWrote(t)
+	broken := &net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE}
+	pc.conns[0].SetHook(func(_ context.Context, op fakedriver.Op, _ string) error {
+		if op == fakedriver.OpBegin {
+			return broken
+		}
+		return nil
+	})
+	require.Equal(t, 1, pc.dbs[0].Stats().InUse, "the kept server connection")
+	_, err := c.BeginTx(ctx, nil)
+	require.ErrorIs(t, err, syscall.EPIPE)
+	s := pc.dbs[0].Stats()
+	assert.Zero(t, s.OpenConnections, "the broken server connection was not let go: %+v", s)
+	pc.conns[0].SetHook(nil)
+	_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (2)")
+	require.NoError(t, err)
+}
+
+// TestARollbackErrorNamesRollback: a failed Rollback is a *NodeError whose
+// Op says rollback, not commit.
+func TestARollbackErrorNamesRollback(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	tx, err := pc.db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	pc.conns[0].SetHook(func(_ context.Context, op fakedriver.Op, _ string) error {
+		if op == fakedriver.OpRollback {
+			return errors.New("boom")
+		}
+		return nil
+	})
+	var ne *NodeError
+	require.ErrorAs(t, tx.Rollback(), &ne)
+	assert.Equal(t, "rollback", ne.Op)
+	assert.Equal(t, "primary", ne.Node)
 }

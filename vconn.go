@@ -401,7 +401,9 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 		c.db.observe(ctx, start, p.n, ReasonTransaction, "", write, err)
 		if err != nil {
 			c.done(p.n, write, false, err)
-			return nil, nodeErr(p.n, "begin", err)
+			n := p.n
+			c.heldFailed(err) // a kept connection that failed: the next statement takes a sound one
+			return nil, nodeErr(n, "begin", err)
 		}
 		return c.begun(rc, tx, write), nil
 	}
@@ -462,17 +464,17 @@ type vtx struct {
 // committed.
 func (t *vtx) Commit() error {
 	n := t.c.phys.n
-	err := t.end(t.tx.Commit())
+	err := t.end("commit", t.tx.Commit())
 	if err == nil && t.write && !t.c.db.stillPrimary(n) {
 		return nodeErr(n, "commit", ErrPrimaryLost)
 	}
 	return err
 }
-func (t *vtx) Rollback() error { return t.end(t.tx.Rollback()) }
+func (t *vtx) Rollback() error { return t.end("rollback", t.tx.Rollback()) }
 
 // end gives the transaction's connection back, unless c's session is pinned
-// to it.
-func (t *vtx) end(err error) error {
+// to it; op, "commit" or "rollback", is what ended it, for its error.
+func (t *vtx) end(op string, err error) error {
 	c := t.c
 	c.tx = false
 	if t.over != nil {
@@ -480,7 +482,7 @@ func (t *vtx) end(err error) error {
 	}
 	if err != nil {
 		c.db.signal(c.phys.n, err)
-		err = nodeErr(c.phys.n, "commit", err)
+		err = nodeErr(c.phys.n, op, err)
 	} else if t.write {
 		c.wrote = true // its reads, from now on, must see what it wrote
 	}
