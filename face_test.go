@@ -150,6 +150,49 @@ func TestSQLFaceQueuedWriteLandsOnTheNewPrimary(t *testing.T) {
 	assert.Equal(t, 1, pc.conns[1].Count(fakedriver.OpExec), "execs on the new primary")
 }
 
+// The same for a read a replica refused as a write (25006), run again on
+// the primary: when it waited for a connection of the primary's pool while
+// the primary changed, it must not run on the node that stopped being the
+// primary (nothing was sent there yet).
+func TestSQLFaceQueuedMisrouteDoesNotRunOnTheOldPrimary(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1)
+	const bump = "SELECT bump_counter()" // a write the classifier cannot see
+	pc.conns[1].SetHook(func(_ context.Context, op fakedriver.Op, q string) error {
+		if q == bump {
+			return fakedriver.ReadOnlyError()
+		}
+		return nil
+	})
+	pc.conns[0].SetRecord(true)
+	pc.dbs[0].SetMaxOpenConns(1)
+	held, err := pc.dbs[0].Conn(ctx) // the primary's pool is exhausted
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		rows, err := pc.db.SQL().QueryContext(ctx, bump)
+		if err == nil {
+			rows.Close()
+		}
+		done <- err
+	}()
+	testwait.Until(t, 10*time.Second, "the read run again to wait for a connection", func() bool { return pc.dbs[0].Stats().WaitCount > 0 })
+	pc.pg[1].inRecovery.Store(false) // replica1 promoted; the old primary fenced
+	pc.pg[1].timeline.Store(2)
+	pc.probe()
+	require.Equal(t, StateFenced, nodeStatus(t, pc.db, "primary").State)
+	require.NoError(t, held.Close())
+	select {
+	case err := <-done:
+		assert.Error(t, err, "refused by the replica, and not run again")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the query did not finish")
+	}
+	for _, c := range pc.conns[0].Calls() {
+		assert.NotEqual(t, bump, c.SQL, "ran on the fenced old primary")
+	}
+}
+
 // A *sql.Stmt from DB.Prepare (sqlc's emit_prepared_queries, GORM's
 // PrepareStmt) follows a failover. (It once kept writing to the fenced old
 // primary.)

@@ -234,8 +234,13 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 		return nil, nodeErr(d.n, "query", err)
 	}
 	start = c.db.hookStart()
+	first := err
 	if p, err = c.acquireAgain(ctx, again); err != nil {
 		return nil, err
+	}
+	if !c.db.serves(again, why == ReasonMisroute) {
+		p.release(c.db, false) // it lost its role while the read waited for its connection: nothing ran again
+		return nil, nodeErr(d.n, "query", first)
 	}
 	p.n.sent(write)
 	rows, err = queryOn(ctx, p.dc, query, args)
@@ -423,8 +428,13 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 			return nil, nodeErr(d.n, "begin", err)
 		}
 		start = c.db.hookStart()
-		if p, err = c.acquire(ctx, again); err != nil {
-			return nil, nodeErr(again, "conn", err)
+		first := err
+		if p, err = c.acquireAgain(ctx, again); err != nil {
+			return nil, err
+		}
+		if !c.db.serves(again, false) {
+			p.release(c.db, false) // it lost its role while the BEGIN waited for its connection
+			return nil, nodeErr(d.n, "begin", first)
 		}
 		p.n.sent(write)
 		tx, err = beginOn(ctx, p.dc, opts)
