@@ -45,7 +45,9 @@ import (
 // being the primary, the connection's statements fail with ErrSessionMoved
 // and it is discarded, never moved; a pooled connection that was pinned is
 // discarded when it goes back to the pool, so session state never leaks to
-// other callers.
+// other callers. State set inside a read-only transaction, on a replica,
+// pins the connection to that replica: its reads run there while it is
+// eligible, and a write fails with an error that is ErrSessionMoved.
 func (db *DB) SQL() *sql.DB { return db.face }
 
 // GetDBConn returns SQL(), for GORM: it makes gormDB.DB() work when a DB is
@@ -83,7 +85,9 @@ func (d faceDriver) Open(string) (driver.Conn, error) { return d.c.Connect(conte
 // face (or of DB.Conn) whose server session holds state (SET, LISTEN, a
 // temporary table, a session advisory lock, …) on a node that is no longer
 // the primary: the state cannot follow the primary, so the connection is
-// discarded. Take a new connection and set the state up again.
+// discarded. Take a new connection and set the state up again. A write on a
+// connection whose state was set on a replica (in a read-only transaction)
+// fails with an error that is ErrSessionMoved too, for errors.Is.
 var ErrSessionMoved = errors.New("dbrouter: the connection's server session is on a node that is no longer the primary")
 
 // physConn is a connection of one node's pool, held for a statement, a

@@ -656,3 +656,56 @@ func TestARollbackErrorNamesRollback(t *testing.T) {
 	assert.Equal(t, "rollback", ne.Op)
 	assert.Equal(t, "primary", ne.Node)
 }
+
+// TestStateSetInAReadOnlyTransactionStaysOnItsReplica: a *sql.Conn sets
+// session state (SET, not SET LOCAL) inside a read-only transaction, which
+// ran on a replica. The state is on that replica's server session, so the
+// Conn's reads run there while it is eligible; a write fails with an error
+// that is ErrSessionMoved, and the Conn still reads; once the replica is
+// down, its statements fail with ErrSessionMoved. (It once failed every
+// statement after the COMMIT with "no longer the primary".)
+func TestStateSetInAReadOnlyTransactionStaysOnItsReplica(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 2)
+	c, err := pc.db.SQL().Conn(ctx)
+	require.NoError(t, err)
+	defer c.Close()
+	tx, err := c.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	require.NoError(t, err)
+	rows, err := tx.QueryContext(ctx, "SET search_path TO app") // a standby accepts SET
+	require.NoError(t, err)
+	require.NoError(t, rows.Close())
+	require.NoError(t, tx.Commit())
+	on := -1
+	for i := 1; i <= 2; i++ {
+		if pc.conns[i].Count(fakedriver.OpBegin) > 0 {
+			on = i
+		}
+	}
+	require.Positive(t, on, "the read-only transaction ran on a replica")
+	read := func() error {
+		rows, err := c.QueryContext(ctx, "SELECT 1")
+		if err != nil {
+			return err
+		}
+		return rows.Close()
+	}
+	queries := pc.conns[on].Count(fakedriver.OpQuery)
+	for range 4 {
+		require.NoError(t, read())
+	}
+	assert.Equal(t, queries+4, pc.conns[on].Count(fakedriver.OpQuery), "reads on the replica that holds the state")
+
+	_, err = c.ExecContext(ctx, "INSERT INTO t VALUES (1)")
+	require.ErrorIs(t, err, ErrSessionMoved)
+	var ne *NodeError
+	require.ErrorAs(t, err, &ne)
+	assert.Equal(t, pc.db.nodeList()[on].name, ne.Node)
+	assert.Zero(t, pc.conns[0].Count(fakedriver.OpExec), "the write reached the primary without the session's state")
+	require.NoError(t, read(), "the Conn still reads")
+
+	pc.pg[on].fail.Store(true) // the replica is down
+	pc.probe()
+	pc.probe()
+	require.ErrorIs(t, read(), ErrSessionMoved)
+}

@@ -19,6 +19,7 @@ type vconn struct {
 	phys        *physConn // held: for the transaction in progress, for good once pinned, or kept since a write
 	tx          bool      // a transaction is in progress on phys
 	pinned      bool      // phys's server session holds state: every statement runs there
+	onReplica   bool      // pinned on a replica (by a read-only transaction): reads run there while it is eligible, writes fail
 	kept        bool      // phys ran a write: c's statements run there while it is the primary, until c goes back to the pool
 	wrote       bool      // a write ran since the connection left the pool: reads go to the primary
 	primaryOnly bool      // taken by DB.Conn: everything goes to the primary
@@ -106,18 +107,31 @@ func (db *DB) serves(n *node, primary bool) bool {
 // its transaction's, or its pinned session's, or the one its last write ran
 // on, while that node is still the primary. A pinned session whose node is
 // not the primary any more fails with ErrSessionMoved, and c is discarded; a
-// kept connection is let go, and the statement routed as any other.
+// kept connection is let go, and the statement routed as any other. A
+// session pinned on a replica (state set in a read-only transaction) serves
+// reads while that replica is eligible; a write (write is set) fails there
+// with an error that is ErrSessionMoved, and c stays for reads.
 //
 // Keeping the write's connection is what makes a *sql.Conn one server
 // session for what a write leaves behind unseen (lastval, currval) and for
 // the reads that follow it, which go to the primary anyway.
-func (c *vconn) held() (*physConn, Reason, error) {
+func (c *vconn) held(write bool) (*physConn, Reason, error) {
 	if c.bad {
 		return nil, 0, ErrSessionMoved
 	}
 	switch {
 	case c.tx:
 		return c.phys, ReasonTransaction, nil
+	case c.pinned && c.onReplica:
+		if !c.db.table.Load().readable(c.phys.n) {
+			c.bad = true
+			c.drop(true)
+			return nil, 0, ErrSessionMoved
+		}
+		if write {
+			return nil, 0, nodeErr(c.phys.n, "session", replicaSessionError{})
+		}
+		return c.phys, ReasonSession, nil
 	case c.pinned:
 		if c.db.table.Load().primary != c.phys.n {
 			c.bad = true
@@ -153,7 +167,7 @@ func (c *vconn) letGo(discard bool) {
 // a connection those rows read from.
 func (c *vconn) drop(discard bool) {
 	p := c.phys
-	c.phys, c.kept, c.pinned = nil, false, false
+	c.phys, c.kept, c.pinned, c.onReplica = nil, false, false, false
 	if p.rows > 0 {
 		p.orphan, p.discard = true, discard
 		return
@@ -177,7 +191,7 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 	start := c.db.hookStart()
 	readOnly, session := sqlclass.Describe(query)
 	write := !readOnly
-	if p, why, err := c.held(); p != nil || err != nil {
+	if p, why, err := c.held(write); p != nil || err != nil {
 		if err != nil {
 			return nil, err
 		}
@@ -322,8 +336,9 @@ func (c *vconn) done(n *node, write, session bool, err error) {
 	if write {
 		c.wrote = true
 	}
-	if session && c.phys != nil {
+	if session && c.phys != nil && !c.pinned {
 		c.pinned, c.kept = true, false // for good: never given back as a kept connection is
+		c.onReplica = c.db.table.Load().primary != n
 	}
 }
 
@@ -335,7 +350,7 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 	}
 	start := c.db.hookStart()
 	_, session := sqlclass.Describe(query)
-	if p, why, err := c.held(); p != nil || err != nil {
+	if p, why, err := c.held(true); p != nil || err != nil {
 		if err != nil {
 			return nil, err
 		}
@@ -395,7 +410,7 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 	}
 	start := c.db.hookStart()
 	write := !opts.ReadOnly || !c.db.cfg.readOnlyTxOnReplica || sql.IsolationLevel(opts.Isolation) == sql.LevelSerializable
-	p, _, err := c.held()
+	p, _, err := c.held(write)
 	if err != nil {
 		return nil, err
 	}
@@ -516,7 +531,7 @@ func (c *vconn) PrepareContext(ctx context.Context, query string) (driver.Stmt, 
 		return nil, ErrClosed
 	}
 	readOnly, _ := sqlclass.Describe(query)
-	p, _, err := c.held()
+	p, _, err := c.held(!readOnly)
 	if err != nil || !c.db.cfg.serverPrepare {
 		return &vstmt{c: c, query: query}, err // WithServerPreparedStatements(false): nothing to check it with
 	}
@@ -545,7 +560,7 @@ func (c *vconn) Begin() (driver.Tx, error) {
 
 // Ping checks the primary: a connection of its pool answers a ping.
 func (c *vconn) Ping(ctx context.Context) error {
-	p, _, err := c.held()
+	p, _, err := c.held(false)
 	if err != nil {
 		return err
 	}
@@ -571,6 +586,16 @@ func (c *vconn) ResetSession(ctx context.Context) error {
 	c.wrote, c.primaryOnly = false, false
 	return nil
 }
+
+// replicaSessionError is a write's error on a connection whose server
+// session holds state on a replica: it is ErrSessionMoved, for errors.Is.
+type replicaSessionError struct{}
+
+func (replicaSessionError) Error() string {
+	return "dbrouter: the connection's server session holds state set on a replica (in a read-only transaction), where no write runs: write on another connection"
+}
+
+func (replicaSessionError) Is(target error) bool { return target == ErrSessionMoved }
 
 // IsValid keeps c in the pool unless its session moved or is pinned: a
 // pinned server session holds its user's state, which no other caller may
