@@ -59,6 +59,7 @@ type probeResult struct {
 	receiver   string // a replica's WAL receiver: "streaming", "none", "hidden", …; "" on a primary
 	sysid      uint64 // the cluster's system identifier, shared by a primary and its replicas; 0 when unknown
 	started    int64  // when the server's postmaster started (µs since 1970): two DSNs of one server share it; 0 when unknown
+	seq        uint64 // which probe of its node it is, in the order they ran (see node.probeSeq); 0 when not a probe's
 }
 
 type genericDialect struct{}

@@ -853,3 +853,25 @@ func TestAFencedPrimaryStaysFencedWhileDown(t *testing.T) {
 	pc.probe()
 	assert.Len(t, pc.eventsOf(EventUnfenced), unfenced+1)
 }
+
+// TestAnOlderProbeResultIsNotRecorded: two probes of one node (a
+// promotion's own and the node's loop) run one after the other but take
+// the lock to record in the other order. The older one, which saw the node
+// still in recovery, must not undo what the newer one saw: the primary.
+func TestAnOlderProbeResultIsNotRecorded(t *testing.T) {
+	ctx := context.Background()
+	pc := newPGCluster(t, 1, WithFailureThreshold(1))
+	pc.pg[0].fail.Store(true) // the primary is gone
+	pc.probe()
+	require.Equal(t, "", pc.db.Status().Primary)
+	n := pc.db.nodeList()[1]
+	older := pc.db.probe(ctx, n) // replica1 in recovery
+	pc.pg[1].inRecovery.Store(false)
+	pc.pg[1].timeline.Store(2)
+	newer := pc.db.probe(ctx, n) // replica1 promoted
+	pc.db.apply(n, newer, 0)
+	require.Equal(t, "replica1", pc.db.Status().Primary)
+	pc.db.apply(n, older, 0)
+	assert.Equal(t, "replica1", pc.db.Status().Primary, "the older probe's result undid the newer one's")
+	assert.Empty(t, pc.eventsOf(EventNoPrimary)[1:], "no primary again after replica1 was seen promoted")
+}

@@ -297,17 +297,20 @@ func (db *DB) primaryIsSlow(gen uint64) {
 func (db *DB) probe(ctx context.Context, n *node) probeResult {
 	n.probeMu.Lock()
 	defer n.probeMu.Unlock()
+	n.probeSeq++
+	seq := n.probeSeq
 	var r probeResult
 	err := n.onProbeConnLocked(ctx, func(conn *sql.Conn) error {
 		r = db.cfg.dialect.probe(ctx, conn, n.simple)
 		return r.err
 	})
 	if _, ok := errors.AsType[*connectError](err); ok {
-		return probeResult{err: err}
+		return probeResult{err: err, seq: seq}
 	}
 	if r.err != nil {
 		r.err = fmt.Errorf("waiting for the answer: %w", r.err)
 	}
+	r.seq = seq
 	return r
 }
 
@@ -421,9 +424,19 @@ func (db *DB) record(n *node, r probeResult, latency time.Duration) (promote boo
 		db.mu.Unlock()
 		return false
 	}
+	h := &n.h
+	if r.seq != 0 {
+		if r.seq <= h.seq {
+			// A probe that ran before one already recorded (two probes of n
+			// end in one order and take the lock in the other: a
+			// promotion's own probe and n's loop): what it saw is older.
+			db.mu.Unlock()
+			return false
+		}
+		h.seq = r.seq
+	}
 	now := db.cfg.clock.now()
 	var events []Event
-	h := &n.h
 	h.tried = true
 	before := h.state()
 	if latency >= 0 {

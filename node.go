@@ -88,21 +88,23 @@ type node struct {
 	member        bool   // a member of OpenDiscovered's source
 	dsn           string // a member's DSN, to tell it from a new member of the same name
 
-	replay  replayPoll // sessions waiting for this replica to catch up
-	probes  *sql.DB    // the probes' own pool of one connection, see probePool
-	simple  []any      // arguments for a query without a server-side prepared statement, see simpleArgs
-	probeMu sync.Mutex // serializes probes of this node; protects following fields
-	conn    *sql.Conn  // the probes' connection, kept across probes (see probeConnLocked); nil when none
-	connAt  time.Time  // when conn was taken
+	replay   replayPoll // sessions waiting for this replica to catch up
+	probes   *sql.DB    // the probes' own pool of one connection, see probePool
+	simple   []any      // arguments for a query without a server-side prepared statement, see simpleArgs
+	probeMu  sync.Mutex // serializes probes of this node; protects following fields
+	probeSeq uint64     // probes run so far: each result carries its number, and record keeps only the newest
+	conn     *sql.Conn  // the probes' connection, kept across probes (see probeConnLocked); nil when none
+	connAt   time.Time  // when conn was taken
 
 	h nodeHealth // protected by DB.mu
 }
 
 // nodeHealth is a node's probed state. It is protected by DB.mu.
 type nodeHealth struct {
-	probed   bool // a probe has finished
-	tried    bool // a probe has finished, failed or not: see clusterLocked
-	known    bool // a probe has succeeded: role, position and timeline were learned
+	probed   bool   // a probe has finished
+	tried    bool   // a probe has finished, failed or not: see clusterLocked
+	seq      uint64 // the number of the newest probe recorded (see node.probeSeq)
+	known    bool   // a probe has succeeded: role, position and timeline were learned
 	up       bool
 	fails    int  // consecutive failed probes
 	role     Role // observed; the configured role until a probe says
