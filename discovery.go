@@ -311,6 +311,9 @@ func (db *DB) discover() {
 	}
 	for _, n := range left {
 		n.h.eligible = false
+		if db.hs.promoted == n {
+			db.hs.promoted = nil // it will not be probed again: it must not hold off the next promotion
+		}
 		db.hs.draining = append(db.hs.draining, n)
 		events = append(events, db.event(EventMemberLeft, n, now, "", nil))
 	}

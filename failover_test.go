@@ -769,32 +769,46 @@ func TestAnAliasOfARestartedPrimaryIsNoRival(t *testing.T) {
 	assert.Zero(t, pc.db.Status().EventCounts[EventNoPrimary])
 }
 
+// primaryGoneDiscovered returns an OpenDiscovered DB with
+// WithAutoPromote(time.Second) on a fake clock, whose replicas were seen
+// streaming from the primary m0, which is then down, neither of them
+// streaming any more.
+func primaryGoneDiscovered(t *testing.T) (*discovered, *fakeClock) {
+	t.Helper()
+	clock := newFakeClock()
+	d := newDiscovered(t, withClock(clock), WithAutoPromote(time.Second), WithFailureThreshold(1))
+	d.round()
+	d.pg["m0"].fail.Store(true)
+	d.pg["m1"].streaming.Store(false)
+	d.pg["m2"].streaming.Store(false)
+	return d, clock
+}
+
+// promotionRounds runs up to n rounds of discovery and probes, each
+// followed by 2 s of clock and the end of any promotion attempt, until
+// done reports true.
+func (d *discovered) promotionRounds(t *testing.T, clock *fakeClock, n int, done func() bool) {
+	t.Helper()
+	for i := 0; i < n && !done(); i++ {
+		d.round()
+		clock.advance(2 * time.Second)
+		promotionEnded(t, d.db)
+	}
+}
+
 // TestAutoPromoteNeverPromotesBehindAnAnsweringSource: with OpenDiscovered,
 // a source that answers decides who is primary (only the leader it names
 // takes writes). While it answers, naming a leader the router cannot reach,
 // the router must not promote a replica behind the HA manager's back.
 func TestAutoPromoteNeverPromotesBehindAnAnsweringSource(t *testing.T) {
-	clock := newFakeClock()
-	d := newDiscovered(t, withClock(clock), WithAutoPromote(time.Second), WithFailureThreshold(1))
-	d.round() // the replicas are seen streaming from m0
-	d.pg["m0"].fail.Store(true)
-	d.pg["m1"].streaming.Store(false)
-	d.pg["m2"].streaming.Store(false)
-	for range 3 {
-		d.round()
-		clock.advance(2 * time.Second)
-		promotionEnded(t, d.db)
-	}
+	d, clock := primaryGoneDiscovered(t)
+	d.promotionRounds(t, clock, 3, func() bool { return false })
 	require.True(t, d.db.Status().Discovery.Reachable)
 	require.Equal(t, "m0", d.db.Status().Discovery.Leader)
 	assert.Zero(t, d.pg["m1"].promotes.Load()+d.pg["m2"].promotes.Load(), "promoted while the source names another leader")
 
 	d.src.set(errors.New("etcd down")) // the source is gone too: the router's own rules apply
-	for range 3 {
-		d.round()
-		clock.advance(2 * time.Second)
-		promotionEnded(t, d.db)
-	}
+	d.promotionRounds(t, clock, 3, func() bool { return false })
 	assert.Equal(t, int32(1), d.pg["m1"].promotes.Load()+d.pg["m2"].promotes.Load(), "promotions once the source is unreachable too")
 }
 
@@ -874,4 +888,33 @@ func TestAnOlderProbeResultIsNotRecorded(t *testing.T) {
 	pc.db.apply(n, older, 0)
 	assert.Equal(t, "replica1", pc.db.Status().Primary, "the older probe's result undid the newer one's")
 	assert.Empty(t, pc.eventsOf(EventNoPrimary)[1:], "no primary again after replica1 was seen promoted")
+}
+
+// TestAPromotedMemberThatLeftDoesNotHoldOffPromotions: a replica the router
+// promoted (the source unreachable) leaves the source before it was probed
+// again. Its promotion must not hold off the next one, when the source is
+// unreachable again and the primary gone.
+func TestAPromotedMemberThatLeftDoesNotHoldOffPromotions(t *testing.T) {
+	d, clock := primaryGoneDiscovered(t)
+	d.pg["m1"].lsn.Store(2000) // the most advanced
+	d.src.set(errors.New("etcd down"))
+	d.promotionRounds(t, clock, 5, func() bool { return d.pg["m1"].promotes.Load() > 0 })
+	require.Equal(t, int32(1), d.pg["m1"].promotes.Load())
+	m2 := d.db.mem.Load().byName["m2"]
+	d.pg["m2"].streaming.Store(true) // m2 follows m1 (m1 itself not probed again)
+	d.pg["m2"].timeline.Store(d.pg["m1"].timeline.Load())
+	d.db.probeAndApply(m2)
+	d.pg["m1"].fail.Store(true) // promoted, then gone
+	d.pg["m2"].streaming.Store(false)
+	d.db.probeAndApply(m2)
+	d.src.set(nil, d.member("m0", false), d.member("m2", false))
+	d.db.discover() // the source is back, without m1
+	d.db.mu.Lock()
+	stale := d.db.hs.promoted != nil
+	d.db.mu.Unlock()
+	assert.False(t, stale, "the promoted member that left is still remembered")
+
+	d.src.set(errors.New("etcd down again"))
+	d.promotionRounds(t, clock, 5, func() bool { return d.pg["m2"].promotes.Load() > 0 })
+	assert.Equal(t, int32(1), d.pg["m2"].promotes.Load(), "m2 promoted, the primary and m1 being gone")
 }
