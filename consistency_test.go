@@ -616,3 +616,40 @@ func TestWaitingReadsShareOnePollPerReplica(t *testing.T) {
 	assert.Positive(t, polls, "the replica was never asked")
 	assert.LessOrEqual(t, polls, 30, "each waiting read polls on its own")
 }
+
+// TestAReplicaPinnedConnServesNoStaleSessionRead: a *sql.Conn whose server
+// session holds state set on replica1 (in a read-only transaction) reads
+// there; but not a read of a session whose write replica1 has not
+// replayed, nor one demanded of the primary (UsePrimary): those fail with
+// an error that is ErrSessionMoved, never a stale answer.
+func TestAReplicaPinnedConnServesNoStaleSessionRead(t *testing.T) {
+	pc, s, sctx := sessionCluster(t) // the primary and replica1 at 100
+	c, err := pc.db.SQL().Conn(sctx)
+	require.NoError(t, err)
+	defer c.Close()
+	tx, err := c.BeginTx(sctx, &sql.TxOptions{ReadOnly: true})
+	require.NoError(t, err)
+	rows, err := tx.QueryContext(sctx, "SET search_path TO app")
+	require.NoError(t, err)
+	require.NoError(t, rows.Close())
+	require.NoError(t, tx.Commit())
+	require.Positive(t, pc.conns[1].Count(fakedriver.OpBegin), "the read-only transaction ran on replica1")
+	var who string
+	require.NoError(t, c.QueryRowContext(sctx, "SELECT 1").Scan(&who))
+	require.Equal(t, "replica1", who, "the session has no write yet: the pinned replica serves it")
+	err = c.QueryRowContext(UsePrimary(sctx), "SELECT 1").Scan(&who)
+	require.ErrorIs(t, err, ErrSessionMoved, "a read demanded of the primary, served by %q", who)
+
+	pc.pg[0].lsn.Store(200) // the session writes
+	_, err = pc.db.ExecContext(sctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	assert.Equal(t, "primary", served(t, pc.db, sctx, "SELECT 1"), "replica1 (100) lacks the write")
+	require.Equal(t, uint64(200), s.lsn)
+	who = ""
+	err = c.QueryRowContext(sctx, "SELECT 1").Scan(&who)
+	require.ErrorIs(t, err, ErrSessionMoved, "a session read served by %q, at 100 < 200", who)
+	pc.pg[1].lsn.Store(200) // replica1 caught up
+	pc.probe()
+	require.NoError(t, c.QueryRowContext(sctx, "SELECT 1").Scan(&who))
+	assert.Equal(t, "replica1", who)
+}

@@ -509,3 +509,31 @@ func TestAProbeOfAMemberThatLeftIsNotRecorded(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, StateUp, s.State, "the new m2")
 }
+
+// TestAMovedMemberIsListedOnce: a member moves (the same name, a new DSN)
+// while a connection of its old node is in use, so the old node drains
+// under the name the new member has. Status lists the name once, the
+// member's: twice, a metrics scrape fails on duplicate series and the
+// status page shows two rows of one name.
+func TestAMovedMemberIsListedOnce(t *testing.T) {
+	ctx := context.Background()
+	d := newDiscovered(t)
+	old := d.db.mem.Load().byName["m2"]
+	c, err := old.db.Conn(ctx) // in use: the old node cannot close yet
+	require.NoError(t, err)
+	defer c.Close()
+	d.src.set(nil, d.member("m0", true), d.member("m1", false), Member{Name: "m2", DSN: "m3"})
+	d.round()
+	d.db.mu.Lock()
+	draining := len(d.db.hs.draining)
+	d.db.mu.Unlock()
+	require.Equal(t, 1, draining, "the old m2 drains")
+	var listed []NodeStatus
+	for _, n := range d.db.Status().Nodes {
+		if n.Name == "m2" {
+			listed = append(listed, n)
+		}
+	}
+	require.Len(t, listed, 1)
+	assert.False(t, listed[0].Draining, "the member is listed, not the node draining under its name")
+}

@@ -51,7 +51,7 @@ type NodeStatus struct {
 	// Of members of OpenDiscovered's source:
 	Leader        bool // the source names it leader
 	NoLoadBalance bool // it serves no reads
-	Draining      bool // it left the source: it gets no new statements, and is closed once idle
+	Draining      bool // it left the source: it gets no new statements, and is closed once idle (not listed while a member has its name)
 }
 
 // Status returns a snapshot of every node's state and counters.
@@ -81,7 +81,12 @@ func (db *DB) status() (Status, []*node) {
 	if db.hs.primary != nil {
 		s.Primary = db.hs.primary.name
 	}
-	nodes := append(slices.Clone(db.nodeList()), db.hs.draining...)
+	nodes := slices.Clone(db.nodeList())
+	for _, n := range db.hs.draining {
+		if !slices.ContainsFunc(nodes, func(m *node) bool { return m.name == n.name }) {
+			nodes = append(nodes, n) // a member that moved (a new DSN) drains under the name the new one has: that one is listed
+		}
+	}
 	s.Nodes = make([]NodeStatus, len(nodes))
 	for i, n := range nodes {
 		h := &n.h

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"slices"
 	"sync/atomic"
 
 	"github.com/dbrouter/dbrouter/internal/sqlclass"
@@ -115,7 +116,7 @@ func (db *DB) serves(n *node, primary bool) bool {
 // Keeping the write's connection is what makes a *sql.Conn one server
 // session for what a write leaves behind unseen (lastval, currval) and for
 // the reads that follow it, which go to the primary anyway.
-func (c *vconn) held(write bool) (*physConn, Reason, error) {
+func (c *vconn) held(ctx context.Context, write bool) (*physConn, Reason, error) {
 	if c.bad {
 		return nil, 0, ErrSessionMoved
 	}
@@ -123,13 +124,17 @@ func (c *vconn) held(write bool) (*physConn, Reason, error) {
 	case c.tx:
 		return c.phys, ReasonTransaction, nil
 	case c.pinned && c.onReplica:
-		if !c.db.table.Load().readable(c.phys.n) {
+		t := c.db.table.Load()
+		if !t.readable(c.phys.n) {
 			c.bad = true
 			c.drop(true)
 			return nil, 0, ErrSessionMoved
 		}
 		if write {
-			return nil, 0, nodeErr(c.phys.n, "session", replicaSessionError{})
+			return nil, 0, nodeErr(c.phys.n, "session", replicaSessionError{"no write runs there: write on another connection"})
+		}
+		if err := c.replicaMayRead(ctx, t); err != nil {
+			return nil, 0, err
 		}
 		return c.phys, ReasonSession, nil
 	case c.pinned:
@@ -191,7 +196,7 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 	start := c.db.hookStart()
 	readOnly, session := sqlclass.Describe(query)
 	write := !readOnly
-	if p, why, err := c.held(write); p != nil || err != nil {
+	if p, why, err := c.held(ctx, write); p != nil || err != nil {
 		if err != nil {
 			return nil, err
 		}
@@ -350,7 +355,7 @@ func (c *vconn) ExecContext(ctx context.Context, query string, args []driver.Nam
 	}
 	start := c.db.hookStart()
 	_, session := sqlclass.Describe(query)
-	if p, why, err := c.held(true); p != nil || err != nil {
+	if p, why, err := c.held(ctx, true); p != nil || err != nil {
 		if err != nil {
 			return nil, err
 		}
@@ -410,7 +415,7 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 	}
 	start := c.db.hookStart()
 	write := !opts.ReadOnly || !c.db.cfg.readOnlyTxOnReplica || sql.IsolationLevel(opts.Isolation) == sql.LevelSerializable
-	p, _, err := c.held(write)
+	p, _, err := c.held(ctx, write)
 	if err != nil {
 		return nil, err
 	}
@@ -531,7 +536,7 @@ func (c *vconn) PrepareContext(ctx context.Context, query string) (driver.Stmt, 
 		return nil, ErrClosed
 	}
 	readOnly, _ := sqlclass.Describe(query)
-	p, _, err := c.held(!readOnly)
+	p, _, err := c.held(ctx, !readOnly)
 	if err != nil || !c.db.cfg.serverPrepare {
 		return &vstmt{c: c, query: query}, err // WithServerPreparedStatements(false): nothing to check it with
 	}
@@ -560,7 +565,7 @@ func (c *vconn) Begin() (driver.Tx, error) {
 
 // Ping checks the primary: a connection of its pool answers a ping.
 func (c *vconn) Ping(ctx context.Context) error {
-	p, _, err := c.held(false)
+	p, _, err := c.held(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -587,12 +592,36 @@ func (c *vconn) ResetSession(ctx context.Context) error {
 	return nil
 }
 
-// replicaSessionError is a write's error on a connection whose server
-// session holds state on a replica: it is ErrSessionMoved, for errors.Is.
-type replicaSessionError struct{}
+// replicaMayRead returns nil when a read under ctx may run on the replica
+// c's session is pinned on, as t stands: not when it must come from the
+// primary (UsePrimary, DB.Conn), nor when ctx's session has writes that
+// replica has not replayed.
+func (c *vconn) replicaMayRead(ctx context.Context, t *table) error {
+	n := c.phys.n
+	rc := routeOf(ctx)
+	if rc.usePrimary || c.primaryOnly {
+		return nodeErr(n, "session", replicaSessionError{"the read must come from the primary: read it on another connection"})
+	}
+	if rc.session == nil {
+		return nil
+	}
+	replicas, usePrimary, err := c.db.sessionReplicas(ctx, rc.session, t)
+	if err != nil {
+		return err
+	}
+	if usePrimary || !slices.Contains(replicas, n) {
+		return nodeErr(n, "session", replicaSessionError{"it has not replayed the session's writes: read them on another connection"})
+	}
+	return nil
+}
 
-func (replicaSessionError) Error() string {
-	return "dbrouter: the connection's server session holds state set on a replica (in a read-only transaction), where no write runs: write on another connection"
+// replicaSessionError is the error of a statement that cannot run on the
+// replica a connection's server session holds state on (set in a read-only
+// transaction), and why: it is ErrSessionMoved, for errors.Is.
+type replicaSessionError struct{ why string }
+
+func (e replicaSessionError) Error() string {
+	return "dbrouter: the connection's server session holds state set on a replica (in a read-only transaction): " + e.why
 }
 
 func (replicaSessionError) Is(target error) bool { return target == ErrSessionMoved }

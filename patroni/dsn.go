@@ -157,7 +157,12 @@ func parseKeywordValues(s string) (map[string]string, error) {
 			for i < len(s) && !isSpace(s[i]) {
 				c := s[i]
 				i++
-				if c == '\\' && i < len(s) {
+				if c == '\\' {
+					if i == len(s) {
+						// Each member's host and port are appended to the DSN:
+						// the backslash would escape the space before them.
+						return nil, dsnError(fmt.Sprintf("ends in a backslash, in the value of %s: nothing is left for it to escape", key))
+					}
 					c = s[i]
 					i++
 				}

@@ -48,6 +48,7 @@ func TestParseDSN(t *testing.T) {
 		{"user=app hostaddr=10.0.0.1", "sets hostaddr"},
 		{"port=5433 user=app", "sets port"},
 		{"user=app password='secret", "unterminated quoted value for password"},
+		{`user=app dbname=app password=secret\`, "ends in a backslash, in the value of password"}, // it escaped the space before each member's host
 		{"user=app secret", "no = after the word at byte 9"},
 		{"=app", "no keyword"},
 		{"db1.internal", "neither a postgres:// URL nor keyword=value"},

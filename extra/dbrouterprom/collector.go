@@ -98,6 +98,8 @@ var eventKinds = []dbrouter.EventKind{
 	dbrouter.EventNodeDown, dbrouter.EventNodeUp, dbrouter.EventRoleChanged, dbrouter.EventPrimaryChanged,
 	dbrouter.EventNoPrimary, dbrouter.EventFenced, dbrouter.EventUnfenced, dbrouter.EventReplicaExcluded,
 	dbrouter.EventReplicaIncluded, dbrouter.EventPromoted, dbrouter.EventPromoteFailed, dbrouter.EventMissingGrant,
+	dbrouter.EventMemberJoined, dbrouter.EventMemberLeft, dbrouter.EventSourceUnreachable, dbrouter.EventSourceReachable,
+	dbrouter.EventStatementClash,
 }
 
 // Describe sends the descriptions of every metric Collect sends.

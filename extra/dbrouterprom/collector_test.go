@@ -37,6 +37,8 @@ func TestCollectorExposition(t *testing.T) {
 # HELP dbrouter_events_total Router events since the DB was opened, by kind (node_down, primary_changed, fenced, …).
 # TYPE dbrouter_events_total counter
 dbrouter_events_total{kind="fenced"} 0
+dbrouter_events_total{kind="member_joined"} 0
+dbrouter_events_total{kind="member_left"} 0
 dbrouter_events_total{kind="missing_grant"} 0
 dbrouter_events_total{kind="no_primary"} 0
 dbrouter_events_total{kind="node_down"} 2
@@ -47,6 +49,9 @@ dbrouter_events_total{kind="promoted"} 0
 dbrouter_events_total{kind="replica_excluded"} 0
 dbrouter_events_total{kind="replica_included"} 0
 dbrouter_events_total{kind="role_changed"} 0
+dbrouter_events_total{kind="source_reachable"} 0
+dbrouter_events_total{kind="source_unreachable"} 0
+dbrouter_events_total{kind="statement_clash"} 0
 dbrouter_events_total{kind="unfenced"} 0
 # HELP dbrouter_misroutes_total Reads the node refused as writes (SQLSTATE 25006), run again on the primary.
 # TYPE dbrouter_misroutes_total counter
@@ -259,4 +264,18 @@ func TestCollectorBadInput(t *testing.T) {
 		assert.Error(t, err, "the scrape says so")
 		assert.Contains(t, values(mfs), `dbrouter_node_up{node="db2"}`, "and has the other nodes")
 	})
+}
+
+// TestEveryEventKindIsExported: every kind of event is exported, at 0
+// until it first happens (as the package doc says), so a rate or an alert
+// over one starts from the first. (The discovery and pooler kinds were
+// missing until they happened.)
+func TestEveryEventKindIsExported(t *testing.T) {
+	f := newFakeNodes(t, 1)
+	db := f.router(t)
+	v := values(gather(t, NewCollector(db)))
+	for k := dbrouter.EventNodeDown; k <= dbrouter.EventStatementClash; k++ {
+		_, ok := v[`dbrouter_events_total{kind="`+k.Code()+`"}`]
+		assert.True(t, ok, "dbrouter_events_total{kind=%q} not exported", k.Code())
+	}
 }
