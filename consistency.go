@@ -254,6 +254,9 @@ func txDone(tx *sql.Tx) bool {
 // resolveWrite records a write of s that ended by now: in causal mode, the
 // current primary's WAL insert position; in time mode, now.
 func (db *DB) resolveWrite(ctx context.Context, s *Session, now time.Time) error {
+	if db.closed.Load() {
+		return ErrClosed // nothing runs after Close: the write stays pending, and its token says so
+	}
 	if !db.causal() {
 		s.advance(0, now)
 		return nil

@@ -653,3 +653,17 @@ func TestAReplicaPinnedConnServesNoStaleSessionRead(t *testing.T) {
 	require.NoError(t, c.QueryRowContext(sctx, "SELECT 1").Scan(&who))
 	assert.Equal(t, "replica1", who)
 }
+
+// TestATokenAfterCloseRunsNothing: after Close nothing runs statements; a
+// session with a write whose position is still to be learned gets a token
+// that says a write is pending, without asking the closed DB's primary.
+func TestATokenAfterCloseRunsNothing(t *testing.T) {
+	pc, s, sctx := sessionCluster(t)
+	_, err := pc.db.ExecContext(sctx, "INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	require.NoError(t, pc.db.Close())
+	pc.conns[0].SetRecord(true)
+	tok := s.Token()
+	assert.Empty(t, pc.conns[0].Calls(), "statements after Close")
+	assert.True(t, strings.HasSuffix(tok, "."+tokenPending), "the token says a write is pending: %s", tok)
+}

@@ -43,11 +43,22 @@ type stmtOn struct {
 	lock chan struct{}
 }
 
-// slot returns s's state on n.
+// slot returns s's state on n. Meeting a node for the first time, it also
+// lets go of the statements prepared on nodes that left the DB (members of
+// OpenDiscovered's source that left, or came back at a new address as new
+// nodes), so a long-lived Stmt does not keep one per node it ever met.
 func (s *Stmt) slot(n *node) *stmtOn {
 	if o, ok := s.on.Load(n); ok {
 		return o.(*stmtOn)
 	}
+	s.on.Range(func(k, v any) bool {
+		if gone := k.(*node); gone.ctx.Err() != nil && s.on.CompareAndDelete(gone, v) {
+			if st := v.(*stmtOn).st.Swap(nil); st != nil {
+				st.Close()
+			}
+		}
+		return true
+	})
 	o, _ := s.on.LoadOrStore(n, &stmtOn{lock: make(chan struct{}, 1)})
 	return o.(*stmtOn)
 }

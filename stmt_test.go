@@ -99,3 +99,33 @@ func TestPrepareRoutedFollowsAFailover(t *testing.T) {
 	assert.Equal(t, 1, pc.conns[1].Count(fakedriver.OpExec))
 	assert.Equal(t, 1, pc.conns[0].Count(fakedriver.OpExec))
 }
+
+// TestAStmtLetsGoOfNodesThatLeft: a long-lived Stmt under OpenDiscovered,
+// whose member m2 moves back and forth between two addresses (each time a
+// new node): it keeps no statement prepared on a node that left.
+func TestAStmtLetsGoOfNodesThatLeft(t *testing.T) {
+	ctx := context.Background()
+	d := newDiscovered(t)
+	st, err := d.db.PrepareRouted(ctx, "SELECT 1")
+	require.NoError(t, err)
+	defer st.Close()
+	for i := range 5 {
+		d.src.set(nil, d.member("m0", true), d.member("m1", false), Member{Name: "m2", DSN: []string{"m2", "m3"}[i%2]})
+		d.round()
+		for range 6 {
+			require.NoError(t, st.QueryRowContext(ctx).Scan(new(string)))
+		}
+	}
+	live := map[*node]bool{}
+	for _, n := range d.db.nodeList() {
+		live[n] = true
+	}
+	stale := 0
+	st.on.Range(func(k, _ any) bool {
+		if !live[k.(*node)] {
+			stale++
+		}
+		return true
+	})
+	assert.Zero(t, stale, "statements kept for nodes that left")
+}
