@@ -106,7 +106,7 @@ func openLibRouter(t *testing.T, c *pgcluster.Cluster, opts ...dbrouter.Option) 
 type finished struct {
 	misroutes uint64           // the router's count
 	failed    []string         // statements the hook saw run twice, or fail on a replica
-	rollbacks map[string]int64 // by replica, how much xact_rollback of the test database moved
+	rollbacks map[string]int64 // by replica, how much xact_rollback of the test database moved, beyond the statements the library cancelled there
 }
 
 // finish closes the router and returns its misroute count, the statements
@@ -127,7 +127,11 @@ func (lr *libRouter) finish(t *testing.T) finished {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	f := finished{misroutes: totalMisroutes(lr.Status()), rollbacks: map[string]int64{}}
+	cancelled := map[string]int64{} // by replica: statements the library cancelled there, each of which may roll back
 	for _, s := range lr.log.snapshot() {
+		if s.Err != nil && s.Node != "node0" && errors.Is(s.Err, context.Canceled) {
+			cancelled[s.Node]++
+		}
 		switch {
 		case s.Reason == dbrouter.ReasonMisroute || s.Reason == dbrouter.ReasonRetry:
 			f.failed = append(f.failed, fmt.Sprintf("%s on %s: %.80q", s.Reason, s.Node, s.Query))
@@ -138,11 +142,13 @@ func (lr *libRouter) finish(t *testing.T) finished {
 		}
 	}
 	require.NoError(t, lr.Close())
+	moved := map[string]int64{}
 	for name, n := range replicaRollbacks(t, ctx, lr.c, lr.app) {
-		f.rollbacks[name] = n - lr.before[name]
+		moved[name] = n - lr.before[name]
+		f.rollbacks[name] = max(0, moved[name]-cancelled[name])
 	}
-	t.Logf("%s: %d statements routed %v; misroutes: router %d, replicas' xact_rollback moved by %v",
-		t.Name(), len(lr.log.snapshot()), lr.log.byNode(0), f.misroutes, f.rollbacks)
+	t.Logf("%s: %d statements routed %v; misroutes: router %d, replicas' xact_rollback moved by %v, statements cancelled there by the library %v",
+		t.Name(), len(lr.log.snapshot()), lr.log.byNode(0), f.misroutes, moved, cancelled)
 	return f
 }
 
