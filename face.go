@@ -141,6 +141,22 @@ func (c *vconn) acquireAgain(ctx context.Context, n *node) (*physConn, error) {
 	return p, nil
 }
 
+// acquireToRunAgain is acquireAgain for a statement run again outside take's
+// loop: it returns no connection, and no error, when n lost the role the
+// statement needs (primary, see serves) while it waited for the
+// connection; nothing was sent there.
+func (c *vconn) acquireToRunAgain(ctx context.Context, n *node, primary bool) (*physConn, error) {
+	p, err := c.acquireAgain(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	if !c.db.serves(n, primary) {
+		p.release(c.db, false)
+		return nil, nil
+	}
+	return p, nil
+}
+
 // take is the conn.Raw callback that keeps the driver connection.
 func (p *physConn) take(dc any) error {
 	p.dc = dc.(driver.Conn)

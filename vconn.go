@@ -126,9 +126,7 @@ func (c *vconn) held(ctx context.Context, write bool) (*physConn, Reason, error)
 	case c.pinned && c.onReplica:
 		t := c.db.table.Load()
 		if !t.readable(c.phys.n) {
-			c.bad = true
-			c.drop(true)
-			return nil, 0, ErrSessionMoved
+			return nil, 0, c.sessionMoved()
 		}
 		if write {
 			return nil, 0, nodeErr(c.phys.n, "session", replicaSessionError{"no write runs there: write on another connection"})
@@ -139,9 +137,7 @@ func (c *vconn) held(ctx context.Context, write bool) (*physConn, Reason, error)
 		return c.phys, ReasonSession, nil
 	case c.pinned:
 		if c.db.table.Load().primary != c.phys.n {
-			c.bad = true
-			c.drop(true)
-			return nil, 0, ErrSessionMoved
+			return nil, 0, c.sessionMoved()
 		}
 		return c.phys, ReasonSession, nil
 	case c.kept:
@@ -164,6 +160,14 @@ func (c *vconn) letGo(discard bool) {
 	if c.kept {
 		c.drop(discard)
 	}
+}
+
+// sessionMoved discards c, whose pinned server session is on a node that
+// can no longer serve it, and returns ErrSessionMoved.
+func (c *vconn) sessionMoved() error {
+	c.bad = true
+	c.drop(true)
+	return ErrSessionMoved
 }
 
 // drop gives up the connection c holds: back to its pool (for the pool to
@@ -254,12 +258,11 @@ func (c *vconn) QueryContext(ctx context.Context, query string, args []driver.Na
 	}
 	start = c.db.hookStart()
 	first := err
-	if p, err = c.acquireAgain(ctx, again); err != nil {
+	if p, err = c.acquireToRunAgain(ctx, again, why == ReasonMisroute); p == nil {
+		if err == nil {
+			err = nodeErr(d.n, "query", first) // nothing ran again
+		}
 		return nil, err
-	}
-	if !c.db.serves(again, why == ReasonMisroute) {
-		p.release(c.db, false) // it lost its role while the read waited for its connection: nothing ran again
-		return nil, nodeErr(d.n, "query", first)
 	}
 	p.n.sent(write)
 	rows, err = queryOn(ctx, p.dc, query, args)
@@ -449,12 +452,11 @@ func (c *vconn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 		}
 		start = c.db.hookStart()
 		first := err
-		if p, err = c.acquireAgain(ctx, again); err != nil {
+		if p, err = c.acquireToRunAgain(ctx, again, false); p == nil {
+			if err == nil {
+				err = nodeErr(d.n, "begin", first) // nothing ran again
+			}
 			return nil, err
-		}
-		if !c.db.serves(again, false) {
-			p.release(c.db, false) // it lost its role while the BEGIN waited for its connection
-			return nil, nodeErr(d.n, "begin", first)
 		}
 		p.n.sent(write)
 		tx, err = beginOn(ctx, p.dc, opts)
